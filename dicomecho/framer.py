@@ -1,0 +1,217 @@
+# -*- test-case-name: tests.test_framer -*-
+"""
+Incremental splitting of a byte stream into PDU frames.
+
+The framer owns one buffer. Feed it whatever the transport delivered with
+L{PDUFramer.receiveData}, then pull frames with L{PDUFramer.nextFrame} until
+it returns C{None}. Every cap is decided from the 6-byte PDU header before
+any of the body is buffered, so a header that declares 4 GiB costs nothing.
+As long as the caller drains the framer after each read, it never holds
+more than the largest allowed PDU plus one read.
+
+Caps are read when a header is examined, not when data arrives: after
+sending an A-ASSOCIATE-AC the caller may set L{PDUFramer.maxPDataLength}
+and the next P-DATA-TF header is judged by the new value, even if it came
+in the same read as the request.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from dicomecho.errors import (
+    PDULengthError,
+    RemoteProtocolError,
+    UnrecognizedPDUError,
+)
+from dicomecho.pdu import PDUType
+
+__all__ = [
+    "Frame",
+    "PDUFramer",
+    "DEFAULT_MAX_ASSOCIATE_LENGTH",
+    "DEFAULT_MAX_PDATA_LENGTH",
+    "UNLIMITED_PDATA_CEILING",
+    "HEADER_LENGTH",
+]
+
+HEADER_LENGTH = 6
+_HEADER = struct.Struct(">BxI")
+
+#: Default cap on an A-ASSOCIATE-RQ/AC. DCMTK sends ~55 KiB for 128
+#: contexts × 16 transfer syntaxes; 1 MiB leaves room and bounds memory.
+DEFAULT_MAX_ASSOCIATE_LENGTH = 1024 * 1024
+
+#: echoscp's default maximum PDU length (reference §1.2).
+DEFAULT_MAX_PDATA_LENGTH = 16382
+
+#: What a P-DATA-TF may be when the advertised maximum is 0 ("no limit",
+#: PS3.8 D.1): still bounded, so one peer cannot make us buffer gigabytes.
+UNLIMITED_PDATA_CEILING = 4 * 1024 * 1024
+
+_FIXED_FOUR = frozenset(
+    {
+        PDUType.A_ASSOCIATE_RJ,
+        PDUType.A_RELEASE_RQ,
+        PDUType.A_RELEASE_RP,
+        PDUType.A_ABORT,
+    }
+)
+_ASSOCIATE = frozenset({PDUType.A_ASSOCIATE_RQ, PDUType.A_ASSOCIATE_AC})
+_KNOWN = frozenset(PDUType)
+
+_HTTP_STARTS = (
+    b"GET ",
+    b"POST",
+    b"PUT ",
+    b"HEAD",
+    b"DELE",
+    b"OPTI",
+    b"PATC",
+    b"CONN",
+    b"TRAC",
+    b"PRI ",
+)
+
+
+def sniffForeignProtocol(header: bytes) -> str | None:
+    """
+    Name the protocol a non-DICOM header appears to belong to, for the log.
+
+    @param header: at least the first 6 bytes a peer sent.
+    @return: C{"a TLS handshake"}, C{"an HTTP request"}, C{"SSH"} or C{None}.
+    """
+    # TLS record: content type 22 (handshake), major version 3.
+    if header[0] == 0x16 and header[1] == 0x03:
+        return "a TLS handshake"
+    if header[:4] in _HTTP_STARTS:
+        return "an HTTP request"
+    if header.startswith(b"SSH-"):
+        return "SSH"
+    return None
+
+
+class Frame(NamedTuple):
+    """
+    One whole PDU: its type and its body (the bytes after the header).
+    """
+
+    pduType: PDUType
+    body: bytes
+
+
+class PDUFramer:
+    """
+    Split a DICOM UL byte stream into L{Frame}s (PS3.8 §9.3.1 header).
+
+    After a L{RemoteProtocolError} the framer stays failed: it discards
+    further data and raises the same error again, so nothing more is
+    buffered for a connection that is being aborted.
+    """
+
+    def __init__(
+        self,
+        maxAssociateLength: int = DEFAULT_MAX_ASSOCIATE_LENGTH,
+        maxPDataLength: int = DEFAULT_MAX_PDATA_LENGTH,
+    ) -> None:
+        """
+        @param maxAssociateLength: largest A-ASSOCIATE-RQ/AC PDU length.
+        @param maxPDataLength: the maximum length we advertise (sub-item
+            0x51); P-DATA-TF PDUs longer than this are refused. 0 means
+            "unlimited", bounded by L{UNLIMITED_PDATA_CEILING}.
+        """
+        self.maxAssociateLength = maxAssociateLength
+        self.maxPDataLength = maxPDataLength
+        self._buffer = bytearray()
+        self._offset = 0
+        self._failure: RemoteProtocolError | None = None
+
+    @property
+    def bufferedLength(self) -> int:
+        """
+        Bytes received and not yet returned as frames.
+        """
+        return len(self._buffer) - self._offset
+
+    def receiveData(self, data: bytes) -> None:
+        """
+        Append bytes from the transport. Call L{nextFrame} until it returns
+        C{None} afterwards.
+        """
+        if self._failure is None:
+            self._buffer += data
+
+    def nextFrame(self) -> Frame | None:
+        """
+        Return the next complete PDU, or C{None} if more bytes are needed.
+
+        @raise UnrecognizedPDUError: the next header has an unknown type.
+        @raise PDULengthError: the next header declares a length its type
+            does not allow.
+        """
+        if self._failure is not None:
+            raise self._failure
+        buffer = self._buffer
+        offset = self._offset
+        available = len(buffer) - offset
+        if available < HEADER_LENGTH:
+            self._compact()
+            return None
+        pduType, length = _HEADER.unpack_from(buffer, offset)
+        try:
+            self._checkHeader(pduType, length, offset)
+        except RemoteProtocolError as e:
+            self._fail(e)
+            raise
+        end = offset + HEADER_LENGTH + length
+        if end > len(buffer):
+            self._compact()
+            return None
+        body = bytes(buffer[offset + HEADER_LENGTH : end])
+        if end == len(buffer):
+            buffer.clear()
+            self._offset = 0
+        else:
+            self._offset = end
+        return Frame(PDUType(pduType), body)
+
+    def _checkHeader(self, pduType: int, length: int, offset: int) -> None:
+        if pduType not in _KNOWN:
+            header = bytes(self._buffer[offset : offset + HEADER_LENGTH + 10])
+            raise UnrecognizedPDUError(pduType, sniffForeignProtocol(header))
+        if pduType == PDUType.P_DATA_TF:
+            limit = self.maxPDataLength or UNLIMITED_PDATA_CEILING
+            if length > limit:
+                raise PDULengthError(
+                    pduType,
+                    length,
+                    f"P-DATA-TF PDU declares length {length}, above the "
+                    f"maximum of {limit} we accept",
+                )
+        elif pduType in _FIXED_FOUR:
+            # PS3.8 §9.3.4, §9.3.6-9.3.8: these PDUs are always 4 bytes long.
+            if length != 4:
+                raise PDULengthError(
+                    pduType,
+                    length,
+                    f"{PDUType(pduType).name.replace('_', '-')} PDU declares "
+                    f"length {length}, but this PDU is always 4 bytes",
+                )
+        elif length > self.maxAssociateLength:
+            raise PDULengthError(
+                pduType,
+                length,
+                f"{PDUType(pduType).name.replace('_', '-')} PDU declares "
+                f"length {length}, above the cap of {self.maxAssociateLength}",
+            )
+
+    def _compact(self) -> None:
+        if self._offset:
+            del self._buffer[: self._offset]
+            self._offset = 0
+
+    def _fail(self, error: RemoteProtocolError) -> None:
+        self._failure = error
+        self._buffer = bytearray()
+        self._offset = 0
