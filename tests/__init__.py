@@ -1,0 +1,3 @@
+"""
+Tests for dicomecho. Modules mirror the package: tests/test_<module>.py.
+"""
