@@ -1,0 +1,651 @@
+# -*- test-case-name: tests.test_fsm -*-
+"""
+The acceptor's side of the DICOM Upper Layer state machine (PS3.8 §9.2).
+
+L{TRANSITIONS} is PS3.8 Table 9-10 for every state an association-acceptor
+can be in, written so it can be held against the standard cell by cell.
+Sta4 and Sta5 (and Evt1, Evt2) belong to the association-requestor alone
+and are left out. The release-collision states Sta7 and Sta9-Sta12 are
+kept: they become reachable if the local user ever requests a release
+(Evt11).
+
+The machine is pure. Each input method takes one event and returns the
+effects its action asks for (send bytes, start or stop ARTIM, close the
+transport, indications to the local user). The Twisted protocol performs
+them. An event with no cell in the current state is a bug in the local
+user and raises L{LocalProtocolError}; every event a peer can cause has a
+cell in every acceptor state.
+
+A-ABORT parameters. PS3.8 Table 9-9 names the source of AA-1 (service-user)
+and AA-8 (service-provider) but leaves the reason to the event. Choices:
+ - AA-1 for a local abort request (Evt15): the PDU the local user supplies,
+   by default source 0, reason 0.
+ - AA-1 for a PDU received in Sta2 that is unexpected (Evt3, 4, 10, 12, 13)
+   or invalid (Evt19): source 2 (service-provider) with reason 2
+   (unexpected-PDU) or the decode error's reason. The literal service-user
+   source with reason 0 would tell the peer nothing about what went wrong.
+ - AA-7 and AA-8: source 2 and the same reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable, Union
+
+from dicomecho.errors import (
+    AbortReason,
+    AbortSource,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+from dicomecho.pdu import (
+    PDU,
+    Abort,
+    AssociateAC,
+    AssociateRJ,
+    AssociateRQ,
+    PDataTF,
+    PDUType,
+    ReleaseRP,
+    ReleaseRQ,
+)
+
+__all__ = [
+    "State",
+    "Event",
+    "TRANSITIONS",
+    "AcceptorStateMachine",
+    "SendPDU",
+    "StartARTIM",
+    "StopARTIM",
+    "CloseTransport",
+    "AssociateIndication",
+    "DataIndication",
+    "ReleaseIndication",
+    "ReleaseConfirmation",
+    "AbortIndication",
+    "PDUIgnored",
+    "Effect",
+]
+
+
+class State(Enum):
+    """
+    PS3.8 Tables 9-1 to 9-5, acceptor-reachable states.
+    """
+
+    STA1 = "Sta1"  # Idle
+    STA2 = "Sta2"  # Transport connection open (awaiting A-ASSOCIATE-RQ PDU)
+    STA3 = "Sta3"  # Awaiting local A-ASSOCIATE response primitive
+    STA6 = "Sta6"  # Association established and ready for data transfer
+    STA7 = "Sta7"  # Awaiting A-RELEASE-RP PDU
+    STA8 = "Sta8"  # Awaiting local A-RELEASE response primitive
+    STA9 = "Sta9"  # Release collision requestor side; awaiting A-RELEASE response
+    STA10 = "Sta10"  # Release collision acceptor side; awaiting A-RELEASE-RP PDU
+    STA11 = "Sta11"  # Release collision requestor side; awaiting A-RELEASE-RP PDU
+    STA12 = "Sta12"  # Release collision acceptor side; awaiting A-RELEASE response
+    STA13 = "Sta13"  # Awaiting transport connection close indication
+
+
+class Event(Enum):
+    """
+    PS3.8 Table 9-10 events an acceptor can see (Evt1 and Evt2 are the
+    requestor's).
+    """
+
+    EVT3 = "Evt3"  # A-ASSOCIATE-AC PDU received
+    EVT4 = "Evt4"  # A-ASSOCIATE-RJ PDU received
+    EVT5 = "Evt5"  # Transport connection indication
+    EVT6 = "Evt6"  # A-ASSOCIATE-RQ PDU received
+    EVT7 = "Evt7"  # A-ASSOCIATE response primitive (accept)
+    EVT8 = "Evt8"  # A-ASSOCIATE response primitive (reject)
+    EVT9 = "Evt9"  # P-DATA request primitive
+    EVT10 = "Evt10"  # P-DATA-TF PDU received
+    EVT11 = "Evt11"  # A-RELEASE request primitive
+    EVT12 = "Evt12"  # A-RELEASE-RQ PDU received
+    EVT13 = "Evt13"  # A-RELEASE-RP PDU received
+    EVT14 = "Evt14"  # A-RELEASE response primitive
+    EVT15 = "Evt15"  # A-ABORT request primitive
+    EVT16 = "Evt16"  # A-ABORT PDU received
+    EVT17 = "Evt17"  # Transport connection closed indication
+    EVT18 = "Evt18"  # ARTIM timer expired
+    EVT19 = "Evt19"  # Unrecognized or invalid PDU received
+
+
+S = State
+E = Event
+
+#: PS3.8 Table 9-10, acceptor states. Keys are (state, event); values are
+#: the action names of Tables 9-6 to 9-9.
+TRANSITIONS: dict[tuple[State, Event], str] = {
+    # Sta1: idle
+    (S.STA1, E.EVT5): "AE-5",
+    # Sta2: transport open, awaiting A-ASSOCIATE-RQ
+    (S.STA2, E.EVT3): "AA-1",
+    (S.STA2, E.EVT4): "AA-1",
+    (S.STA2, E.EVT6): "AE-6",
+    (S.STA2, E.EVT10): "AA-1",
+    (S.STA2, E.EVT12): "AA-1",
+    (S.STA2, E.EVT13): "AA-1",
+    (S.STA2, E.EVT16): "AA-2",
+    (S.STA2, E.EVT17): "AA-5",
+    (S.STA2, E.EVT18): "AA-2",
+    (S.STA2, E.EVT19): "AA-1",
+    # Sta3: awaiting local A-ASSOCIATE response
+    (S.STA3, E.EVT3): "AA-8",
+    (S.STA3, E.EVT4): "AA-8",
+    (S.STA3, E.EVT6): "AA-8",
+    (S.STA3, E.EVT7): "AE-7",
+    (S.STA3, E.EVT8): "AE-8",
+    (S.STA3, E.EVT10): "AA-8",
+    (S.STA3, E.EVT12): "AA-8",
+    (S.STA3, E.EVT13): "AA-8",
+    (S.STA3, E.EVT15): "AA-1",
+    (S.STA3, E.EVT16): "AA-3",
+    (S.STA3, E.EVT17): "AA-4",
+    (S.STA3, E.EVT19): "AA-8",
+    # Sta6: association established
+    (S.STA6, E.EVT3): "AA-8",
+    (S.STA6, E.EVT4): "AA-8",
+    (S.STA6, E.EVT6): "AA-8",
+    (S.STA6, E.EVT9): "DT-1",
+    (S.STA6, E.EVT10): "DT-2",
+    (S.STA6, E.EVT11): "AR-1",
+    (S.STA6, E.EVT12): "AR-2",
+    (S.STA6, E.EVT13): "AA-8",
+    (S.STA6, E.EVT15): "AA-1",
+    (S.STA6, E.EVT16): "AA-3",
+    (S.STA6, E.EVT17): "AA-4",
+    (S.STA6, E.EVT19): "AA-8",
+    # Sta7: awaiting A-RELEASE-RP
+    (S.STA7, E.EVT3): "AA-8",
+    (S.STA7, E.EVT4): "AA-8",
+    (S.STA7, E.EVT6): "AA-8",
+    (S.STA7, E.EVT10): "AR-6",
+    (S.STA7, E.EVT12): "AR-8",
+    (S.STA7, E.EVT13): "AR-3",
+    (S.STA7, E.EVT15): "AA-1",
+    (S.STA7, E.EVT16): "AA-3",
+    (S.STA7, E.EVT17): "AA-4",
+    (S.STA7, E.EVT19): "AA-8",
+    # Sta8: awaiting local A-RELEASE response
+    (S.STA8, E.EVT3): "AA-8",
+    (S.STA8, E.EVT4): "AA-8",
+    (S.STA8, E.EVT6): "AA-8",
+    (S.STA8, E.EVT9): "AR-7",
+    (S.STA8, E.EVT10): "AA-8",
+    (S.STA8, E.EVT12): "AA-8",
+    (S.STA8, E.EVT13): "AA-8",
+    (S.STA8, E.EVT14): "AR-4",
+    (S.STA8, E.EVT15): "AA-1",
+    (S.STA8, E.EVT16): "AA-3",
+    (S.STA8, E.EVT17): "AA-4",
+    (S.STA8, E.EVT19): "AA-8",
+    # Sta9: release collision requestor side, awaiting A-RELEASE response
+    (S.STA9, E.EVT3): "AA-8",
+    (S.STA9, E.EVT4): "AA-8",
+    (S.STA9, E.EVT6): "AA-8",
+    (S.STA9, E.EVT10): "AA-8",
+    (S.STA9, E.EVT12): "AA-8",
+    (S.STA9, E.EVT13): "AA-8",
+    (S.STA9, E.EVT14): "AR-9",
+    (S.STA9, E.EVT15): "AA-1",
+    (S.STA9, E.EVT16): "AA-3",
+    (S.STA9, E.EVT17): "AA-4",
+    (S.STA9, E.EVT19): "AA-8",
+    # Sta10: release collision acceptor side, awaiting A-RELEASE-RP
+    (S.STA10, E.EVT3): "AA-8",
+    (S.STA10, E.EVT4): "AA-8",
+    (S.STA10, E.EVT6): "AA-8",
+    (S.STA10, E.EVT10): "AA-8",
+    (S.STA10, E.EVT12): "AA-8",
+    (S.STA10, E.EVT13): "AR-10",
+    (S.STA10, E.EVT15): "AA-1",
+    (S.STA10, E.EVT16): "AA-3",
+    (S.STA10, E.EVT17): "AA-4",
+    (S.STA10, E.EVT19): "AA-8",
+    # Sta11: release collision requestor side, awaiting A-RELEASE-RP
+    (S.STA11, E.EVT3): "AA-8",
+    (S.STA11, E.EVT4): "AA-8",
+    (S.STA11, E.EVT6): "AA-8",
+    (S.STA11, E.EVT10): "AA-8",
+    (S.STA11, E.EVT12): "AA-8",
+    (S.STA11, E.EVT13): "AR-3",
+    (S.STA11, E.EVT15): "AA-1",
+    (S.STA11, E.EVT16): "AA-3",
+    (S.STA11, E.EVT17): "AA-4",
+    (S.STA11, E.EVT19): "AA-8",
+    # Sta12: release collision acceptor side, awaiting A-RELEASE response
+    (S.STA12, E.EVT3): "AA-8",
+    (S.STA12, E.EVT4): "AA-8",
+    (S.STA12, E.EVT6): "AA-8",
+    (S.STA12, E.EVT10): "AA-8",
+    (S.STA12, E.EVT12): "AA-8",
+    (S.STA12, E.EVT13): "AA-8",
+    (S.STA12, E.EVT14): "AR-4",
+    (S.STA12, E.EVT15): "AA-1",
+    (S.STA12, E.EVT16): "AA-3",
+    (S.STA12, E.EVT17): "AA-4",
+    (S.STA12, E.EVT19): "AA-8",
+    # Sta13: awaiting transport close
+    (S.STA13, E.EVT3): "AA-6",
+    (S.STA13, E.EVT4): "AA-6",
+    (S.STA13, E.EVT6): "AA-7",
+    (S.STA13, E.EVT10): "AA-6",
+    (S.STA13, E.EVT12): "AA-6",
+    (S.STA13, E.EVT13): "AA-6",
+    (S.STA13, E.EVT16): "AA-2",
+    (S.STA13, E.EVT17): "AR-5",
+    (S.STA13, E.EVT18): "AA-2",
+    (S.STA13, E.EVT19): "AA-7",
+}
+
+#: Events caused by the peer or the network; every acceptor state that can
+#: see them has a cell (ARTIM only runs in Sta2 and Sta13).
+PEER_EVENTS = frozenset(
+    {E.EVT3, E.EVT4, E.EVT6, E.EVT10, E.EVT12, E.EVT13, E.EVT16, E.EVT17, E.EVT19}
+)
+
+_PDU_EVENTS: dict[int, Event] = {
+    PDUType.A_ASSOCIATE_AC: E.EVT3,
+    PDUType.A_ASSOCIATE_RJ: E.EVT4,
+    PDUType.A_ASSOCIATE_RQ: E.EVT6,
+    PDUType.P_DATA_TF: E.EVT10,
+    PDUType.A_RELEASE_RQ: E.EVT12,
+    PDUType.A_RELEASE_RP: E.EVT13,
+    PDUType.A_ABORT: E.EVT16,
+}
+
+
+# --- effects ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendPDU:
+    """
+    Write these bytes (one whole PDU) to the transport.
+    """
+
+    data: bytes
+    pdu: PDU | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartARTIM:
+    """
+    Start, or restart, the ARTIM timer (PS3.8 §9.1.5).
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class StopARTIM:
+    """
+    Stop the ARTIM timer if it is running.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class CloseTransport:
+    """
+    Close the transport connection once what was written is flushed.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class AssociateIndication:
+    """
+    A-ASSOCIATE indication: the local user must answer with
+    L{AcceptorStateMachine.associateResponse}.
+    """
+
+    rq: AssociateRQ
+
+
+@dataclass(frozen=True, slots=True)
+class DataIndication:
+    """
+    P-DATA indication: PDVs for the DIMSE layer.
+    """
+
+    pdata: PDataTF
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseIndication:
+    """
+    A-RELEASE indication: the local user answers with
+    L{AcceptorStateMachine.releaseResponse} once its responses are sent.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseConfirmation:
+    """
+    A-RELEASE confirmation (only after a local release request).
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class AbortIndication:
+    """
+    The association ended abnormally.
+
+    @ivar source: the A-ABORT source (PS3.8 Table 9-26).
+    @ivar reason: the A-ABORT reason, or for a transport that closed
+        without an A-ABORT (A-P-ABORT, AA-4), C{None}.
+    @ivar byPeer: C{True} when the peer sent the A-ABORT or closed the
+        transport, C{False} when we sent it.
+    @ivar detail: why, in words, for the log.
+    """
+
+    source: int
+    reason: int | None
+    byPeer: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class PDUIgnored:
+    """
+    A PDU received in Sta13 was ignored (AA-6).
+    """
+
+    pdu: PDU
+
+
+Effect = Union[
+    SendPDU,
+    StartARTIM,
+    StopARTIM,
+    CloseTransport,
+    AssociateIndication,
+    DataIndication,
+    ReleaseIndication,
+    ReleaseConfirmation,
+    AbortIndication,
+    PDUIgnored,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """
+    What came with an event: a PDU, a decode error, or a primitive's data.
+    """
+
+    pdu: object = None
+    error: RemoteProtocolError | None = None
+
+
+_Action = Callable[["AcceptorStateMachine", Event, _Input], "tuple[list[Effect], State]"]
+
+
+def _providerAbort(event: Event, given: _Input) -> Abort:
+    """
+    The A-ABORT to send for a PDU we did not expect or could not decode.
+    """
+    if given.error is not None:
+        return Abort(AbortSource.SERVICE_PROVIDER, given.error.abortReason)
+    return Abort(AbortSource.SERVICE_PROVIDER, AbortReason.UNEXPECTED_PDU)
+
+
+def _describe(event: Event, given: _Input) -> str:
+    if given.error is not None:
+        return str(given.error)
+    pdu = given.pdu
+    name = pdu.pduType.name.replace("_", "-") if pdu is not None else event.value
+    return f"unexpected {name} PDU"
+
+
+class AcceptorStateMachine:
+    """
+    PS3.8 §9.2 for one association, acceptor side.
+
+    @ivar state: the current L{State}; starts in Sta1.
+    """
+
+    def __init__(self) -> None:
+        self.state = State.STA1
+
+    # --- inputs -------------------------------------------------------------
+
+    def transportConnected(self) -> list[Effect]:
+        """
+        Evt5: the transport connection was accepted.
+        """
+        return self._handle(E.EVT5, _Input())
+
+    def pduReceived(self, pdu: PDU) -> list[Effect]:
+        """
+        Evt3, 4, 6, 10, 12, 13 or 16, by the type of C{pdu}.
+        """
+        return self._handle(_PDU_EVENTS[pdu.pduType], _Input(pdu))
+
+    def invalidPDUReceived(self, error: RemoteProtocolError) -> list[Effect]:
+        """
+        Evt19: unrecognized or invalid PDU.
+        """
+        return self._handle(E.EVT19, _Input(error=error))
+
+    def associateResponse(self, response: AssociateAC | AssociateRJ) -> list[Effect]:
+        """
+        Evt7 (accept) or Evt8 (reject): the local user's answer to an
+        L{AssociateIndication}.
+        """
+        event = E.EVT7 if isinstance(response, AssociateAC) else E.EVT8
+        return self._handle(event, _Input(response))
+
+    def dataRequest(self, pdus: list[bytes]) -> list[Effect]:
+        """
+        Evt9: send these encoded P-DATA-TF PDUs.
+        """
+        return self._handle(E.EVT9, _Input(pdus))
+
+    def releaseRequest(self) -> list[Effect]:
+        """
+        Evt11: the local user asks to release the association.
+        """
+        return self._handle(E.EVT11, _Input())
+
+    def releaseResponse(self) -> list[Effect]:
+        """
+        Evt14: the local user accepts the peer's release request.
+        """
+        return self._handle(E.EVT14, _Input())
+
+    def abortRequest(self, abort: Abort | None = None) -> list[Effect]:
+        """
+        Evt15: the local user aborts; C{abort} defaults to source 0, reason 0.
+        """
+        return self._handle(E.EVT15, _Input(abort or Abort()))
+
+    def transportClosed(self) -> list[Effect]:
+        """
+        Evt17: the transport connection closed.
+        """
+        return self._handle(E.EVT17, _Input())
+
+    def artimExpired(self) -> list[Effect]:
+        """
+        Evt18: the ARTIM timer expired.
+        """
+        return self._handle(E.EVT18, _Input())
+
+    def _handle(self, event: Event, given: _Input) -> list[Effect]:
+        try:
+            name = TRANSITIONS[(self.state, event)]
+        except KeyError:
+            raise LocalProtocolError(
+                f"{event.value} is not valid in {self.state.value}"
+            ) from None
+        effects, self.state = _ACTIONS[name](self, event, given)
+        return effects
+
+    # --- actions, PS3.8 Tables 9-6 to 9-9 ------------------------------------
+
+    def _ae5(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        # Issue transport connection response; start ARTIM.
+        return [StartARTIM()], S.STA2
+
+    def _ae6(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        # Stop ARTIM; issue A-ASSOCIATE indication. The service-provider's
+        # own acceptability test (protocol version, PS3.8 §9.3.2) is done
+        # by negotiation.negotiate; its A-ASSOCIATE-RJ then goes through
+        # Evt8/AE-8, which puts the same bytes on the wire as AE-6's reject
+        # branch (send RJ, start ARTIM, Sta13).
+        assert isinstance(given.pdu, AssociateRQ)
+        return [StopARTIM(), AssociateIndication(given.pdu)], S.STA3
+
+    def _ae7(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        ac = given.pdu
+        assert isinstance(ac, AssociateAC)
+        return [SendPDU(ac.encode(), ac)], S.STA6
+
+    def _ae8(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        rj = given.pdu
+        assert isinstance(rj, AssociateRJ)
+        return [SendPDU(rj.encode(), rj), StartARTIM()], S.STA13
+
+    def _dt1(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        return [SendPDU(data) for data in given.pdu], S.STA6  # type: ignore[attr-defined]
+
+    def _dt2(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        assert isinstance(given.pdu, PDataTF)
+        return [DataIndication(given.pdu)], S.STA6
+
+    def _ar1(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        return [SendPDU(ReleaseRQ().encode(), ReleaseRQ())], S.STA7
+
+    def _ar2(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        return [ReleaseIndication()], S.STA8
+
+    def _ar3(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        return [ReleaseConfirmation(), CloseTransport()], S.STA1
+
+    def _ar4(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        return [SendPDU(ReleaseRP().encode(), ReleaseRP()), StartARTIM()], S.STA13
+
+    def _ar5(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        return [StopARTIM()], S.STA1
+
+    def _ar6(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        assert isinstance(given.pdu, PDataTF)
+        return [DataIndication(given.pdu)], S.STA7
+
+    def _ar7(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        return [SendPDU(data) for data in given.pdu], S.STA8  # type: ignore[attr-defined]
+
+    def _ar8(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        # Release collision; we are never the association-requestor.
+        return [ReleaseIndication()], S.STA10
+
+    def _ar9(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        return [SendPDU(ReleaseRP().encode(), ReleaseRP())], S.STA11
+
+    def _ar10(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        return [ReleaseConfirmation()], S.STA12
+
+    def _aa1(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        # Send A-ABORT and start (or restart) ARTIM. See the module
+        # docstring for the source and reason chosen.
+        if event is E.EVT15:
+            abort = given.pdu
+            assert isinstance(abort, Abort)
+            detail = "local abort"
+        else:
+            abort = _providerAbort(event, given)
+            detail = _describe(event, given)
+        return [
+            SendPDU(abort.encode(), abort),
+            StartARTIM(),
+            AbortIndication(abort.source, abort.reason, False, detail),
+        ], S.STA13
+
+    def _aa2(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        # Stop ARTIM if running; close the transport.
+        effects: list[Effect] = [StopARTIM(), CloseTransport()]
+        if event is E.EVT16 and self.state is S.STA2:
+            abort = given.pdu
+            assert isinstance(abort, Abort)
+            effects.append(
+                AbortIndication(abort.source, abort.reason, True, "peer sent A-ABORT")
+            )
+        elif event is E.EVT18 and self.state is S.STA2:
+            effects.append(
+                AbortIndication(
+                    AbortSource.SERVICE_PROVIDER,
+                    None,
+                    False,
+                    "no A-ASSOCIATE-RQ before the ARTIM timer expired",
+                )
+            )
+        return effects, S.STA1
+
+    def _aa3(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        # The peer aborted: issue A-ABORT (source 0) or A-P-ABORT indication
+        # and close.
+        abort = given.pdu
+        assert isinstance(abort, Abort)
+        return [
+            AbortIndication(abort.source, abort.reason, True, "peer sent A-ABORT"),
+            CloseTransport(),
+        ], S.STA1
+
+    def _aa4(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        # Transport closed without release or abort: A-P-ABORT indication.
+        return [
+            AbortIndication(
+                AbortSource.SERVICE_PROVIDER,
+                None,
+                True,
+                "connection closed without A-RELEASE or A-ABORT",
+            )
+        ], S.STA1
+
+    def _aa5(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        return [StopARTIM()], S.STA1
+
+    def _aa6(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        return [PDUIgnored(given.pdu)], S.STA13  # type: ignore[arg-type]
+
+    def _aa7(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        abort = _providerAbort(event, given)
+        return [SendPDU(abort.encode(), abort)], S.STA13
+
+    def _aa8(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
+        # Send A-ABORT (service-provider), issue A-P-ABORT, start ARTIM.
+        abort = _providerAbort(event, given)
+        return [
+            SendPDU(abort.encode(), abort),
+            AbortIndication(abort.source, abort.reason, False, _describe(event, given)),
+            StartARTIM(),
+        ], S.STA13
+
+
+_ACTIONS: dict[str, _Action] = {
+    "AE-5": AcceptorStateMachine._ae5,
+    "AE-6": AcceptorStateMachine._ae6,
+    "AE-7": AcceptorStateMachine._ae7,
+    "AE-8": AcceptorStateMachine._ae8,
+    "DT-1": AcceptorStateMachine._dt1,
+    "DT-2": AcceptorStateMachine._dt2,
+    "AR-1": AcceptorStateMachine._ar1,
+    "AR-2": AcceptorStateMachine._ar2,
+    "AR-3": AcceptorStateMachine._ar3,
+    "AR-4": AcceptorStateMachine._ar4,
+    "AR-5": AcceptorStateMachine._ar5,
+    "AR-6": AcceptorStateMachine._ar6,
+    "AR-7": AcceptorStateMachine._ar7,
+    "AR-8": AcceptorStateMachine._ar8,
+    "AR-9": AcceptorStateMachine._ar9,
+    "AR-10": AcceptorStateMachine._ar10,
+    "AA-1": AcceptorStateMachine._aa1,
+    "AA-2": AcceptorStateMachine._aa2,
+    "AA-3": AcceptorStateMachine._aa3,
+    "AA-4": AcceptorStateMachine._aa4,
+    "AA-5": AcceptorStateMachine._aa5,
+    "AA-6": AcceptorStateMachine._aa6,
+    "AA-7": AcceptorStateMachine._aa7,
+    "AA-8": AcceptorStateMachine._aa8,
+}
