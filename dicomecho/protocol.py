@@ -1,0 +1,549 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+The Twisted layer: L{DICOMAssociationProtocol} runs one association on a
+transport, and L{DICOMServerFactory} builds them and holds the policy and
+the association count.
+
+The protocol is thin. It feeds bytes to the L{PDUFramer}, decoded PDUs to
+the L{AcceptorStateMachine}, and performs the effects the machine returns.
+It runs three timers on an injected L{IReactorTime}:
+ - ARTIM (the ACSE timeout), as the machine starts and stops it: from
+   accept until the A-ASSOCIATE-RQ, and after an RJ, RP or A-ABORT until the
+   peer closes (PS3.8 §9.1.5);
+ - the network timeout: no bytes received for that long while associated;
+ - the DIMSE timeout: a message whose fragments stop arriving.
+Each runs on its own, so a half-received PDU cannot hold a connection open.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Iterable, Sequence
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from dicomecho.dimse import (
+    CommandField,
+    DIMSEError,
+    DIMSEMessage,
+    MessageAssembler,
+    Status,
+    encodeCommandSet,
+    fragment,
+    refusalResponse,
+)
+from dicomecho.errors import AbortSource, RemoteProtocolError
+from dicomecho.fsm import (
+    AbortIndication,
+    AcceptorStateMachine,
+    AssociateIndication,
+    CloseTransport,
+    DataIndication,
+    Effect,
+    PDUIgnored,
+    ReleaseConfirmation,
+    ReleaseIndication,
+    SendPDU,
+    StartARTIM,
+    State,
+    StopARTIM,
+)
+from dicomecho.framer import DEFAULT_MAX_ASSOCIATE_LENGTH, PDUFramer
+from dicomecho.negotiation import (
+    DEFAULT_MAX_ASSOCIATIONS,
+    Acceptance,
+    AssociationPolicy,
+    InvalidAssociateRequest,
+    TransferSyntaxPreference,
+    negotiate,
+    transferSyntaxOrder,
+)
+from dicomecho.pdu import Abort, AssociateRQ, decodePDU
+from dicomecho.verification import DIMSEResponse, IServiceResponder, VerificationResponder
+
+__all__ = ["DICOMAssociationProtocol", "DICOMServerFactory"]
+
+log = Logger(namespace="dicomecho")
+
+
+def _commandName(commandField: int) -> str:
+    """
+    echoscp's wording for a received message: "Echo Request" for a
+    C-ECHO-RQ, else the PS3.7 name (e.g. "C-STORE-RQ").
+    """
+    if commandField == CommandField.C_ECHO_RQ:
+        return "Echo Request"
+    try:
+        return CommandField(commandField).name.replace("_", "-")
+    except ValueError:
+        return f"command 0x{commandField:04X}"
+
+
+def _peerText(transport: Any) -> str:
+    try:
+        address = transport.getPeer()
+        return f"{address.host}:{address.port}"
+    except Exception:
+        return "unknown peer"
+
+
+class DICOMServerFactory(ServerFactory):
+    """
+    Builds a L{DICOMAssociationProtocol} per connection; holds the policy,
+    the responders and the number of live associations.
+
+    @ivar activeAssociations: associations accepted and not yet ended.
+    """
+
+    def __init__(
+        self,
+        aeTitle: str = "ECHOSCP",
+        *,
+        requireCalledAETitle: bool = False,
+        allowedCallingAETitles: Iterable[str] = (),
+        maxPDULength: int = 16382,
+        transferSyntaxes: TransferSyntaxPreference | Sequence[str] = (
+            TransferSyntaxPreference.DEFAULT
+        ),
+        acseTimeout: float = 30.0,
+        dimseTimeout: float = 30.0,
+        networkTimeout: float = 30.0,
+        maxAssociations: int = DEFAULT_MAX_ASSOCIATIONS,
+        maxAssociateLength: int = DEFAULT_MAX_ASSOCIATE_LENGTH,
+        responders: Sequence[IServiceResponder] | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        """
+        @param aeTitle: our AE title; compared with the called AE title only
+            when C{requireCalledAETitle} is set.
+        @param allowedCallingAETitles: if not empty, only these calling AE
+            titles may associate.
+        @param maxPDULength: the Maximum Length we advertise and enforce on
+            P-DATA-TF; 0 means no limit (bounded by the framer's ceiling).
+        @param transferSyntaxes: a preference, or our own ordered list.
+        @param maxAssociations: live associations beyond which a request is
+            rejected (transient, local-limit-exceeded).
+        @param responders: the services offered, by abstract syntax;
+            defaults to Verification alone.
+        @param clock: the L{IReactorTime} for every timer; defaults to the
+            global reactor.
+        """
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor  # type: ignore[assignment]
+        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        if isinstance(transferSyntaxes, TransferSyntaxPreference):
+            transferSyntaxes = transferSyntaxOrder(transferSyntaxes)
+        self.responders: dict[str, IServiceResponder] = {}
+        for responder in responders if responders is not None else [VerificationResponder()]:
+            for abstractSyntax in responder.abstractSyntaxes:
+                self.responders[abstractSyntax] = responder
+        self.policy = AssociationPolicy(
+            aeTitle=aeTitle,
+            requireCalledAETitle=requireCalledAETitle,
+            allowedCallingAETitles=frozenset(allowedCallingAETitles),
+            maxPDULength=maxPDULength,
+            transferSyntaxes=tuple(transferSyntaxes),
+            abstractSyntaxes=tuple(self.responders),
+        )
+        self.acseTimeout = acseTimeout
+        self.dimseTimeout = dimseTimeout
+        self.networkTimeout = networkTimeout
+        self.maxAssociations = maxAssociations
+        self.maxAssociateLength = maxAssociateLength
+        self.activeAssociations = 0
+
+    def buildProtocol(self, addr: Any) -> DICOMAssociationProtocol:
+        protocol = DICOMAssociationProtocol(self)
+        protocol.factory = self
+        return protocol
+
+
+class DICOMAssociationProtocol(Protocol):
+    """
+    One DICOM association, acceptor side, over one transport.
+    """
+
+    def __init__(self, factory: DICOMServerFactory) -> None:
+        self._config = factory
+        self._clock = factory.clock
+        self._machine = AcceptorStateMachine()
+        self._framer = PDUFramer(
+            maxAssociateLength=factory.maxAssociateLength,
+            maxPDataLength=factory.policy.maxPDULength,
+        )
+        self._artim: IDelayedCall | None = None
+        self._idle: IDelayedCall | None = None
+        self._dimse: IDelayedCall | None = None
+        self._lastReceived = 0.0
+        self._acceptance: Acceptance | None = None
+        self._assembler: MessageAssembler | None = None
+        self._counted = False
+        self._releasing = False
+        # Responses not yet sent, in request order: each entry is a list
+        # holding the encoded PDUs once they are ready.
+        self._pending: deque[list[list[bytes] | None]] = deque()
+        self._peer = "unknown peer"
+
+    @property
+    def state(self) -> State:
+        """
+        The PS3.8 state of this association.
+        """
+        return self._machine.state
+
+    # --- transport events -----------------------------------------------------
+
+    def connectionMade(self) -> None:
+        if ITCPTransport.providedBy(self.transport):
+            # Responses are small; do not let Nagle hold one back.
+            self.transport.setTcpNoDelay(True)
+        self._peer = _peerText(self.transport)
+        self._perform(self._machine.transportConnected())
+
+    def dataReceived(self, data: bytes) -> None:
+        self._lastReceived = self._clock.seconds()
+        framer = self._framer
+        framer.receiveData(data)
+        while self._machine.state is not State.STA1:
+            try:
+                frame = framer.nextFrame()
+                if frame is None:
+                    return
+                pdu = decodePDU(frame.pduType, frame.body)
+            except RemoteProtocolError as error:
+                self._logInvalid(error)
+                self._perform(self._machine.invalidPDUReceived(error))
+                if framer.bufferedLength == 0:
+                    return
+                continue
+            self._perform(self._machine.pduReceived(pdu))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._machine.state is not State.STA1:
+            self._perform(self._machine.transportClosed())
+        self._cancelTimers()
+        self._uncount()
+
+    # --- effects --------------------------------------------------------------
+
+    def _perform(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            kind = type(effect)
+            if kind is SendPDU:
+                self.transport.write(effect.data)  # type: ignore[union-attr]
+            elif kind is DataIndication:
+                self._dataIndication(effect)  # type: ignore[arg-type]
+            elif kind is StartARTIM:
+                self._startARTIM()
+            elif kind is StopARTIM:
+                self._stopARTIM()
+            elif kind is CloseTransport:
+                self.transport.loseConnection()
+            elif kind is AssociateIndication:
+                self._associateIndication(effect.rq)  # type: ignore[union-attr]
+            elif kind is ReleaseIndication:
+                self._releasing = True
+                self._releaseIfIdle()
+            elif kind is AbortIndication:
+                self._abortIndication(effect)  # type: ignore[arg-type]
+            elif kind is PDUIgnored or kind is ReleaseConfirmation:
+                pass
+
+    # --- association establishment -------------------------------------------
+
+    def _associateIndication(self, rq: AssociateRQ) -> None:
+        config = self._config
+        log.debug(
+            "A-ASSOCIATE-RQ from {peer}",
+            dicomEvent="associate-rq",
+            peer=self._peer,
+            rq=rq,
+        )
+        try:
+            outcome = negotiate(
+                rq,
+                config.policy,
+                atCapacity=config.activeAssociations >= config.maxAssociations,
+            )
+        except InvalidAssociateRequest as error:
+            self._logInvalid(error)
+            self._perform(
+                self._machine.abortRequest(
+                    Abort(AbortSource.SERVICE_PROVIDER, error.abortReason)
+                )
+            )
+            return
+        if isinstance(outcome, Acceptance):
+            self._acceptance = outcome
+            self._assembler = MessageAssembler(outcome.contexts.keys())
+            config.activeAssociations += 1
+            self._counted = True
+            log.info(
+                "Accepting Association",
+                dicomEvent="association-accepted",
+                peer=self._peer,
+                rq=rq,
+                ac=outcome.ac,
+            )
+            self._perform(self._machine.associateResponse(outcome.ac))
+            self._armIdleTimer()
+        else:
+            log.info(
+                "Rejecting Association",
+                dicomEvent="association-rejected",
+                peer=self._peer,
+                rq=rq,
+                rj=outcome.rj,
+                reason=outcome.reason,
+            )
+            self._perform(self._machine.associateResponse(outcome.rj))
+
+    # --- data transfer ----------------------------------------------------------
+
+    def _dataIndication(self, indication: DataIndication) -> None:
+        assembler = self._assembler
+        assert assembler is not None
+        for pdv in indication.pdata.pdvs:
+            try:
+                message = assembler.receive(pdv)
+            except DIMSEError as error:
+                self._abortFor(error)
+                return
+            if message is not None:
+                self._dispatch(message)
+                if self._machine.state not in (State.STA6, State.STA8):
+                    return
+        self._armDIMSETimer()
+
+    def _dispatch(self, message: DIMSEMessage) -> None:
+        acceptance = self._acceptance
+        assert acceptance is not None
+        context = acceptance.contexts[message.contextID]
+        log.info(
+            "Received {commandName} (MsgID {messageID})",
+            dicomEvent="dimse-received",
+            peer=self._peer,
+            commandName=_commandName(message.commandField),
+            commandField=message.commandField,
+            messageID=message.messageID,
+            contextID=message.contextID,
+            message=message,
+        )
+        responder = self._config.responders.get(context.abstractSyntax)
+        try:
+            result = responder.handle(message, context) if responder else None
+            if not isinstance(result, Deferred):
+                self._queueResponse(self._encodeResponse(result, message))
+                return
+        except Exception:
+            self._responseFailed(Failure(), None)
+            return
+        slot: list[list[bytes] | None] = [None]
+        self._pending.append(slot)
+        result.addCallback(self._encodeResponse, message)
+        result.addCallbacks(
+            self._queueResponse, self._responseFailed, (slot,), None, (slot,)
+        )
+
+    def _encodeResponse(
+        self, response: DIMSEResponse | None, request: DIMSEMessage
+    ) -> list[bytes]:
+        if response is None:
+            command = refusalResponse(request, Status.UNRECOGNIZED_OPERATION)
+            if command is None:
+                return []
+            response = DIMSEResponse(command)
+        acceptance = self._acceptance
+        assert acceptance is not None
+        return fragment(
+            request.contextID,
+            encodeCommandSet(response.command),
+            response.dataSet,
+            acceptance.peerMaxPDULength,
+        )
+
+    def _queueResponse(
+        self, pdus: list[bytes], slot: list[list[bytes] | None] | None = None
+    ) -> None:
+        """
+        Send a response's PDUs once every earlier response has been sent.
+
+        @param slot: the place this response took in the pending queue when
+            its responder returned a L{Deferred}; C{None} for a response
+            produced synchronously.
+        """
+        if slot is None:
+            if not self._pending:
+                if pdus:
+                    self._perform(self._machine.dataRequest(pdus))
+                return
+            self._pending.append([pdus])
+        else:
+            slot[0] = pdus
+        while self._pending and self._pending[0][0] is not None:
+            ready = self._pending.popleft()[0]
+            if ready and self._machine.state in (State.STA6, State.STA8):
+                self._perform(self._machine.dataRequest(ready))
+        self._releaseIfIdle()
+
+    def _responseFailed(
+        self, failure: Failure, slot: list[list[bytes] | None] | None
+    ) -> None:
+        if failure.check(DIMSEError):
+            self._abortFor(failure.value)
+            return
+        log.failure(
+            "Service responder failed; aborting the association",
+            failure,
+            dicomEvent="responder-failed",
+            peer=self._peer,
+        )
+        self._localAbort(Abort(), "the service responder failed")
+
+    def _releaseIfIdle(self) -> None:
+        if self._releasing and not self._pending and self._machine.state is State.STA8:
+            self._releasing = False
+            self._perform(self._machine.releaseResponse())
+            log.info(
+                "Association Released",
+                dicomEvent="association-released",
+                peer=self._peer,
+            )
+            self._endAssociation()
+
+    # --- aborts and timers -------------------------------------------------------
+
+    def _abortFor(self, error: DIMSEError) -> None:
+        self._localAbort(Abort(error.abortSource, error.abortReason), str(error))
+
+    def _localAbort(self, abort: Abort, why: str) -> None:
+        """
+        Send C{abort} (Evt15, AA-1) for a fault we detected after the
+        association was established.
+        """
+        if self._machine.state is State.STA13 or self._machine.state is State.STA1:
+            return
+        self._pending.clear()
+        log.info(
+            "Aborting Association",
+            dicomEvent="association-aborting",
+            peer=self._peer,
+            reason=why,
+        )
+        self._perform(self._machine.abortRequest(abort))
+
+    def _abortIndication(self, indication: AbortIndication) -> None:
+        self._endAssociation()
+        if indication.byPeer:
+            log.info(
+                "Association Aborted",
+                dicomEvent="association-aborted",
+                peer=self._peer,
+                source=indication.source,
+                reason=indication.reason,
+                detail=indication.detail,
+            )
+        elif indication.detail != "local abort":
+            log.info(
+                "Aborting Association",
+                dicomEvent="association-aborting",
+                peer=self._peer,
+                source=indication.source,
+                reason=indication.reason,
+                detail=indication.detail,
+            )
+
+    def _timedOut(self, what: str) -> None:
+        log.error(
+            "{what} timeout reached",
+            what=what,
+            dicomEvent="timeout",
+            peer=self._peer,
+        )
+        self._localAbort(Abort(), f"{what} timeout")
+        # Nothing more is expected from a peer that went quiet: close now
+        # rather than wait out ARTIM in Sta13.
+        self.transport.loseConnection()
+
+    def _startARTIM(self) -> None:
+        self._stopARTIM()
+        self._artim = self._clock.callLater(self._config.acseTimeout, self._artimExpired)
+
+    def _stopARTIM(self) -> None:
+        if self._artim is not None:
+            if self._artim.active():
+                self._artim.cancel()
+            self._artim = None
+
+    def _artimExpired(self) -> None:
+        self._artim = None
+        self._perform(self._machine.artimExpired())
+
+    def _armIdleTimer(self) -> None:
+        if self._idle is None and self._config.networkTimeout is not None:
+            self._lastReceived = self._clock.seconds()
+            self._idle = self._clock.callLater(self._config.networkTimeout, self._idleCheck)
+
+    def _idleCheck(self) -> None:
+        # Re-arm from the last byte received rather than resetting the call
+        # on every read: one DelayedCall per timeout period, not per PDU.
+        self._idle = None
+        if self._machine.state not in (State.STA6, State.STA8):
+            return
+        quiet = self._clock.seconds() - self._lastReceived
+        remaining = self._config.networkTimeout - quiet
+        if remaining > 0:
+            self._idle = self._clock.callLater(remaining, self._idleCheck)
+        else:
+            self._timedOut("Network")
+
+    def _armDIMSETimer(self) -> None:
+        inProgress = self._assembler is not None and self._assembler.inProgress
+        if inProgress and self._dimse is None:
+            self._dimse = self._clock.callLater(self._config.dimseTimeout, self._dimseExpired)
+        elif not inProgress and self._dimse is not None:
+            self._dimse.cancel()
+            self._dimse = None
+
+    def _dimseExpired(self) -> None:
+        self._dimse = None
+        self._timedOut("DIMSE")
+
+    def _cancelTimers(self) -> None:
+        self._stopARTIM()
+        for call in (self._idle, self._dimse):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle = self._dimse = None
+
+    def _endAssociation(self) -> None:
+        """
+        The association is over (released or aborted): free its slot and
+        stop the timers that only apply to an established association.
+        """
+        self._uncount()
+        for call in (self._idle, self._dimse):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle = self._dimse = None
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._config.activeAssociations -= 1
+
+    def _logInvalid(self, error: RemoteProtocolError) -> None:
+        log.error(
+            "Invalid PDU from {peer}: {error}",
+            dicomEvent="invalid-pdu",
+            peer=self._peer,
+            error=str(error),
+            abortReason=int(error.abortReason),
+            looksLike=getattr(error, "looksLike", None),
+        )

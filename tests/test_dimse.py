@@ -1,0 +1,846 @@
+"""
+Tests for L{dicomecho.dimse}: the command-set codec on commands captured
+from DCMTK and pynetdicom, every malformation it refuses, reassembly of
+PDVs into messages, fragmentation to the peer's maximum PDU length,
+refusal responses, and hypothesis properties.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydicom import Dataset
+from pydicom.datadict import DicomDictionary
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+
+from dicomecho.dimse import (
+    NO_DATA_SET,
+    CommandField,
+    CommandSetError,
+    DIMSEError,
+    DIMSEMessage,
+    FragmentError,
+    MessageAssembler,
+    MessageTooLargeError,
+    PresentationContextError,
+    Status,
+    decodeCommandSet,
+    encodeCommandSet,
+    fragment,
+    refusalResponse,
+    tag,
+)
+from dicomecho.errors import AbortReason, AbortSource, LocalProtocolError
+from dicomecho.pdu import PDataTF, PDUType, PresentationDataValue, decode, decodePDU
+from tests.helpers import SESSIONS, fixtureBytes, splitStream
+
+VERIFICATION = "1.2.840.10008.1.1"
+CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+AFFECTED_CLASS = tag("AffectedSOPClassUID")
+REQUESTED_CLASS = tag("RequestedSOPClassUID")
+COMMAND_FIELD = tag("CommandField")
+MESSAGE_ID = tag("MessageID")
+RESPONDED_TO = tag("MessageIDBeingRespondedTo")
+PRIORITY = tag("Priority")
+DATA_SET_TYPE = tag("CommandDataSetType")
+STATUS = tag("Status")
+AFFECTED_INSTANCE = tag("AffectedSOPInstanceUID")
+REQUESTED_INSTANCE = tag("RequestedSOPInstanceUID")
+
+#: Reference §6.1: pynetdicom's C-ECHO-RSP command for MsgID 1.
+ECHO_RSP = bytes.fromhex(
+    "0000000004000000420000000000020012000000"
+    "312e322e3834302e31303030382e312e3100"
+    "00000001020000003080"
+    "00002001020000000100"
+    "00000008020000000101"
+    "00000009020000000000"
+)
+
+#: DCMTK's C-ECHO-RQ command for MsgID 1 (68 bytes).
+ECHO_RQ = bytes.fromhex(
+    "0000000004000000380000000000020012000000"
+    "312e322e3834302e31303030382e312e3100"
+    "00000001020000003000"
+    "00001001020000000100"
+    "00000008020000000101"
+)
+
+
+def echoRequest(messageID: int = 1, **extra: object) -> dict[int, object]:
+    command: dict[int, object] = {
+        AFFECTED_CLASS: VERIFICATION,
+        COMMAND_FIELD: CommandField.C_ECHO_RQ,
+        MESSAGE_ID: messageID,
+        DATA_SET_TYPE: NO_DATA_SET,
+    }
+    command.update({tag(k): v for k, v in extra.items()})
+    return command
+
+
+def echoResponse(messageID: int) -> dict[int, object]:
+    return {
+        AFFECTED_CLASS: VERIFICATION,
+        COMMAND_FIELD: 0x8030,
+        RESPONDED_TO: messageID,
+        DATA_SET_TYPE: NO_DATA_SET,
+        STATUS: 0,
+    }
+
+
+def capturedPDataPDUs(session: str, direction: str) -> list[tuple[bytes, PDataTF]]:
+    """
+    Every P-DATA-TF of a captured stream: its whole bytes and its value.
+    """
+    result = []
+    for frame in splitStream(fixtureBytes(session, direction)):
+        if frame.pduType == PDUType.P_DATA_TF:
+            raw = struct.pack(">BBI", frame.pduType, 0, len(frame.body)) + frame.body
+            pdu = decodePDU(frame.pduType, frame.body)
+            assert isinstance(pdu, PDataTF)
+            result.append((raw, pdu))
+    return result
+
+
+def pdvsOf(raw: bytes) -> tuple[PresentationDataValue, ...]:
+    """
+    The PDVs of one encoded P-DATA-TF.
+    """
+    pdu = decode(raw)
+    assert isinstance(pdu, PDataTF)
+    return pdu.pdvs
+
+
+def element(t: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", t >> 16, t & 0xFFFF, len(value)) + value
+
+
+def commandSet(*elements: bytes) -> bytes:
+    body = b"".join(elements)
+    return element(0, struct.pack("<I", len(body))) + body
+
+
+def pdv(
+    data: bytes, isCommand: bool = True, last: bool = True, ctx: int = 1
+) -> PresentationDataValue:
+    return PresentationDataValue(ctx, isCommand, last, data)
+
+
+# --- the codec on captured bytes ----------------------------------------------
+
+EXPECTED_MESSAGE_IDS = {
+    "dcmtk_echoscu_maxpdu": [1, 2, 3],
+}
+
+
+@pytest.mark.parametrize("session", SESSIONS)
+def test_decodeCapturedEchoRequests(session: str) -> None:
+    """
+    Every C-ECHO-RQ captured from DCMTK and pynetdicom decodes to the
+    expected fields; the maxpdu session carries MsgIDs 1, 2, 3.
+    """
+    pdus = capturedPDataPDUs(session, "c2s")
+    ids = []
+    for _, pdu in pdus:
+        (one,) = pdu.pdvs
+        assert one.contextID == 1 and one.isCommand and one.isLastFragment
+        command = decodeCommandSet(one.data)
+        assert command[COMMAND_FIELD] == CommandField.C_ECHO_RQ
+        assert command[AFFECTED_CLASS] == VERIFICATION
+        assert command[DATA_SET_TYPE] == NO_DATA_SET
+        expected = [AFFECTED_CLASS, COMMAND_FIELD, MESSAGE_ID, DATA_SET_TYPE]
+        assert sorted(command) == expected
+        ids.append(command[MESSAGE_ID])
+    assert ids == EXPECTED_MESSAGE_IDS.get(session, [1])
+
+
+@pytest.mark.parametrize("session", SESSIONS)
+def test_encodeMatchesCapturedResponses(session: str) -> None:
+    """
+    Our C-ECHO-RSP command for each captured request's MessageID is
+    byte-for-byte pynetdicom's captured response, and decodes back.
+    """
+    requests = capturedPDataPDUs(session, "c2s")
+    responses = capturedPDataPDUs(session, "s2c")
+    assert len(requests) == len(responses)
+    for (_, rq), (_, rsp) in zip(requests, responses):
+        messageID = decodeCommandSet(rq.pdvs[0].data)[MESSAGE_ID]
+        assert isinstance(messageID, int)
+        ours = encodeCommandSet(echoResponse(messageID))
+        assert ours == rsp.pdvs[0].data
+        assert decodeCommandSet(ours) == echoResponse(messageID)
+
+
+def test_referenceBytes() -> None:
+    """
+    The reference §6.1 C-ECHO-RSP is reproduced exactly, and the DCMTK
+    request round-trips.
+    """
+    assert encodeCommandSet(echoResponse(1)) == ECHO_RSP
+    assert encodeCommandSet(decodeCommandSet(ECHO_RQ)) == ECHO_RQ
+
+
+def test_tag() -> None:
+    """
+    Keywords map to tags through pydicom's dictionary; unknown ones raise.
+    """
+    assert tag("MessageID") == 0x00000110
+    assert tag("CommandGroupLength") == 0
+    with pytest.raises(KeyError):
+        tag("NoSuchKeyword")
+
+
+def test_valueShapes() -> None:
+    """
+    AT values decode to tuples of tags, US with VM 1-n to tuples, unknown
+    tags to bytes, and text loses its trailing padding; encoding restores
+    the padding (space for text, NUL for UI).
+    """
+    command = echoRequest(
+        OffendingElement=(0x00100010, 0x7FE00010),
+        ErrorComment="bad ",
+        MoveDestination="STORESCP",
+    )
+    command[tag("Overlays")] = (1, 2, 3)
+    command[0x0000_0005] = b"\x01\x02"
+    encoded = encodeCommandSet(command)
+    assert b"\x10\x00\x10\x00\xe0\x7f\x10\x00" in encoded
+    decoded = decodeCommandSet(encoded)
+    assert decoded[tag("OffendingElement")] == (0x00100010, 0x7FE00010)
+    assert decoded[tag("ErrorComment")] == "bad"
+    assert decoded[tag("Overlays")] == (1, 2, 3)
+    assert decoded[0x0000_0005] == b"\x01\x02"
+    assert element(tag("ErrorComment"), b"bad ") in encoded
+    odd = encodeCommandSet({**echoRequest(), tag("MoveDestination"): "ABC"})
+    assert element(tag("MoveDestination"), b"ABC ") in odd
+
+
+def test_agreesWithPydicom() -> None:
+    """
+    For a command using US, UI, AE, AT and LO, our encoding is what
+    pydicom's own Implicit VR Little Endian writer produces (plus the group
+    length), and pydicom reads our bytes back to the same values.
+    """
+    ds = Dataset()
+    ds.AffectedSOPClassUID = CT_STORAGE
+    ds.CommandField = CommandField.C_STORE_RQ
+    ds.MessageID = 7
+    ds.Priority = 2
+    ds.CommandDataSetType = 0
+    ds.OffendingElement = [0x00100010, 0x00100020]
+    ds.ErrorComment = "odd"
+    ds.AffectedSOPInstanceUID = "1.2.3.4"
+    ds.MoveOriginatorApplicationEntityTitle = "ORIG"
+    ds.MoveOriginatorMessageID = 3
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = True
+    write_dataset(fp, ds)
+    command = {
+        tag(e.keyword): tuple(e.value) if e.VM > 1 else e.value for e in ds
+    }
+    ours = encodeCommandSet(command)
+    assert ours == element(0, struct.pack("<I", len(fp.getvalue()))) + fp.getvalue()
+    back = read_dataset(io.BytesIO(ours), True, True)
+    assert back.CommandGroupLength == len(ours) - 12
+    assert back.MoveOriginatorApplicationEntityTitle == "ORIG"
+    assert decodeCommandSet(ours) == command
+
+
+def test_encodeIgnoresGivenGroupLength() -> None:
+    """
+    A CommandGroupLength passed in is replaced by the computed one.
+    """
+    assert encodeCommandSet({0: 999, **echoResponse(1)}) == ECHO_RSP
+
+
+@pytest.mark.parametrize(
+    "elements",
+    [
+        {0x0001_0000: 1},
+        {COMMAND_FIELD: 0x10000},
+        {COMMAND_FIELD: -1},
+        {COMMAND_FIELD: "x"},
+        {AFFECTED_CLASS: "1.2.\u20ac"},
+        {AFFECTED_CLASS: 1},
+        {0x0000_0005: b"odd"},
+        {0x0000_0005: "not bytes"},
+    ],
+)
+def test_encodeRefusesUnencodable(elements: dict[int, object]) -> None:
+    """
+    Values that do not fit their VR, or tags outside group 0000, raise
+    LocalProtocolError rather than producing wrong bytes.
+    """
+    with pytest.raises(LocalProtocolError):
+        encodeCommandSet({**echoRequest(), **elements})
+
+
+CF = element(COMMAND_FIELD, b"\x30\x00")
+DST = element(DATA_SET_TYPE, b"\x01\x01")
+
+MALFORMED = {
+    "empty": b"",
+    "shorter than the group length": ECHO_RQ[:11],
+    "no group length first": element(COMMAND_FIELD, b"\x30\x00") + DST,
+    "group length with length 2": element(0, b"\x06\x00") + CF,
+    "group length too large": element(0, struct.pack("<I", 30)) + CF + DST,
+    "group length too small": element(0, struct.pack("<I", 10)) + CF + DST,
+    "truncated": ECHO_RQ[:-2],
+    "trailing header bytes": commandSet(CF, DST, b"\x00\x00\x00\x09"),
+    "odd length": commandSet(element(AFFECTED_CLASS, b"1.2"), CF, DST),
+    "overrun": commandSet(CF, DST, struct.pack("<HHI", 0, 0x900, 10) + b"\0\0"),
+    "undefined length": commandSet(CF, DST, struct.pack("<HHI", 0, 0x902, 0xFFFFFFFF)),
+    "tag outside group 0000": commandSet(CF, DST, element(0x00080016, b"12")),
+    "descending tags": commandSet(DST, CF),
+    "repeated tag": commandSet(CF, CF, DST),
+    "group length repeated": commandSet(element(0, b"\0\0\0\0"), CF, DST),
+    "US of 4 bytes": commandSet(element(COMMAND_FIELD, b"\x30\x00\x00\x00"), DST),
+    "US of 0 bytes": commandSet(CF, element(MESSAGE_ID, b""), DST),
+    "AT of 6 bytes": commandSet(CF, DST, element(tag("OffendingElement"), b"\0" * 6)),
+    "UL of 2 bytes": commandSet(element(tag("CommandLengthToEnd"), b"\0\0"), CF, DST),
+    "no CommandField": commandSet(element(MESSAGE_ID, b"\x01\x00"), DST),
+    "no CommandDataSetType": commandSet(CF, element(MESSAGE_ID, b"\x01\x00")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_decodeRefusesMalformed(case: str) -> None:
+    """
+    Each malformation of PS3.7 §6.3.1 / PS3.5 §7.1 raises CommandSetError,
+    which asks for a service-user A-ABORT (0, 0).
+    """
+    with pytest.raises(CommandSetError) as caught:
+        decodeCommandSet(MALFORMED[case])
+    assert caught.value.abortSource == AbortSource.SERVICE_USER
+    assert caught.value.abortReason == 0
+
+
+# --- reassembly -----------------------------------------------------------------
+
+
+def test_singlePDVMessage() -> None:
+    """
+    A whole command in one PDV is a complete message with no data set, and
+    nothing stays in progress.
+    """
+    assembler = MessageAssembler([1])
+    message = assembler.receive(pdv(ECHO_RQ))
+    assert message == DIMSEMessage(1, decodeCommandSet(ECHO_RQ), None)
+    assert message.commandField == CommandField.C_ECHO_RQ
+    assert message.messageID == 1
+    assert message.affectedSOPClassUID == VERIFICATION
+    assert not message.hasDataSet
+    assert not assembler.inProgress
+
+
+def test_oneByteFragments() -> None:
+    """
+    A command split into 1-byte PDVs (odd fragments, as pynetdicom sends
+    for peer max 7) completes on the last one, in progress until then.
+    """
+    assembler = MessageAssembler([1])
+    for byte in ECHO_RQ[:-1]:
+        assert assembler.receive(pdv(bytes([byte]), last=False)) is None
+        assert assembler.inProgress
+    message = assembler.receive(pdv(ECHO_RQ[-1:]))
+    assert message is not None and message.command == decodeCommandSet(ECHO_RQ)
+    assert not assembler.inProgress
+
+
+def test_commandSpanningPDUs() -> None:
+    """
+    A command fragmented over several P-DATA-TF PDUs, decoded as PDUs,
+    reassembles.
+    """
+    assembler = MessageAssembler([5])
+    pdus = fragment(5, ECHO_RQ, None, 20)
+    assert len(pdus) == 5
+    results = [assembler.receive(p) for raw in pdus for p in pdvsOf(raw)]
+    assert results[:-1] == [None] * 4
+    assert results[-1] == DIMSEMessage(5, decodeCommandSet(ECHO_RQ), None)
+
+
+def test_commandAndDataSet() -> None:
+    """
+    A command announcing a data set waits for the data-set fragments and
+    returns their concatenation.
+    """
+    command = encodeCommandSet(echoRequest(CommandDataSetType=0))
+    assembler = MessageAssembler([1])
+    assert assembler.receive(pdv(command)) is None
+    assert assembler.inProgress
+    assert assembler.receive(pdv(b"ab", isCommand=False, last=False)) is None
+    message = assembler.receive(pdv(b"cd", isCommand=False))
+    assert message is not None
+    assert message.dataSet == b"abcd" and message.hasDataSet
+    assert not assembler.inProgress
+
+
+def test_emptyDataSet() -> None:
+    """
+    A single empty last data-set fragment gives an empty data set, not None.
+    """
+    assembler = MessageAssembler([1])
+    assembler.receive(pdv(encodeCommandSet(echoRequest(CommandDataSetType=0xFEFE))))
+    message = assembler.receive(pdv(b"", isCommand=False))
+    assert message is not None and message.dataSet == b""
+
+
+def test_interleavedContexts() -> None:
+    """
+    Fragments of messages on contexts 1 and 3 interleave; each message is
+    reassembled from its own context's fragments.
+    """
+    one = encodeCommandSet(echoRequest(7))
+    three = encodeCommandSet(echoRequest(8, CommandDataSetType=0))
+    assembler = MessageAssembler([1, 3])
+    assert assembler.receive(pdv(one[:10], last=False)) is None
+    assert assembler.receive(pdv(three[:20], last=False, ctx=3)) is None
+    assert assembler.receive(pdv(three[20:], ctx=3)) is None
+    first = assembler.receive(pdv(one[10:]))
+    assert first is not None and first.contextID == 1 and first.messageID == 7
+    assert assembler.inProgress
+    second = assembler.receive(pdv(b"DS", isCommand=False, ctx=3))
+    assert second is not None and second.contextID == 3 and second.dataSet == b"DS"
+    assert not assembler.inProgress
+
+
+def test_twoMessagesInOnePData() -> None:
+    """
+    Two complete messages in one P-DATA-TF (pynetdicom drops the second)
+    are both returned, one per PDV.
+    """
+    raw = PDataTF(
+        (pdv(encodeCommandSet(echoRequest(1))), pdv(encodeCommandSet(echoRequest(2))))
+    ).encode()
+    assembler = MessageAssembler([1])
+    messages = [assembler.receive(p) for p in pdvsOf(raw)]
+    assert [m.messageID for m in messages if m is not None] == [1, 2]
+
+
+def test_errorAbortCodes() -> None:
+    """
+    Each error class names the A-ABORT to send (PS3.8 Table 9-26).
+    """
+    assert issubclass(CommandSetError, DIMSEError)
+    assert (CommandSetError.abortSource, CommandSetError.abortReason) == (0, 0)
+    context = PresentationContextError
+    assert (context.abortSource, context.abortReason) == (
+        AbortSource.SERVICE_PROVIDER,
+        AbortReason.INVALID_PDU_PARAMETER_VALUE,
+    )
+    assert (FragmentError.abortSource, FragmentError.abortReason) == (
+        AbortSource.SERVICE_PROVIDER,
+        AbortReason.UNEXPECTED_PDU_PARAMETER,
+    )
+    assert (MessageTooLargeError.abortSource, MessageTooLargeError.abortReason) == (
+        AbortSource.SERVICE_PROVIDER,
+        AbortReason.INVALID_PDU_PARAMETER_VALUE,
+    )
+
+
+def test_unacceptedContext() -> None:
+    """
+    A PDV on a context that was not accepted raises PresentationContextError.
+    """
+    with pytest.raises(PresentationContextError):
+        MessageAssembler([1]).receive(pdv(ECHO_RQ, ctx=3))
+
+
+@pytest.mark.parametrize(
+    "sequence",
+    [
+        # data before any command
+        [pdv(b"DS", isCommand=False)],
+        # data while the command is still partial
+        [pdv(ECHO_RQ[:10], last=False), pdv(b"DS", isCommand=False)],
+        # a new command while the data set is expected
+        [pdv(encodeCommandSet(echoRequest(CommandDataSetType=0))), pdv(ECHO_RQ)],
+    ],
+    ids=["data-first", "data-mid-command", "command-mid-data"],
+)
+def test_fragmentOrder(sequence: list[PresentationDataValue]) -> None:
+    """
+    Out-of-order fragments raise FragmentError and leave nothing buffered.
+    """
+    assembler = MessageAssembler([1])
+    for p in sequence[:-1]:
+        assert assembler.receive(p) is None
+    with pytest.raises(FragmentError):
+        assembler.receive(sequence[-1])
+    assert not assembler.inProgress
+
+
+def test_commandTooLarge() -> None:
+    """
+    A command above maxCommandLength raises MessageTooLargeError, whether
+    in one PDV or accumulated from several.
+    """
+    with pytest.raises(MessageTooLargeError):
+        MessageAssembler([1], maxCommandLength=67).receive(pdv(ECHO_RQ))
+    assembler = MessageAssembler([1], maxCommandLength=67)
+    assembler.receive(pdv(ECHO_RQ[:60], last=False))
+    with pytest.raises(MessageTooLargeError):
+        assembler.receive(pdv(ECHO_RQ[60:]))
+    assert not assembler.inProgress
+    assert MessageAssembler([1], maxCommandLength=68).receive(pdv(ECHO_RQ))
+
+
+def test_dataSetTooLarge() -> None:
+    """
+    A data set above maxDataSetLength raises MessageTooLargeError before
+    the fragment that would exceed it is kept.
+    """
+    assembler = MessageAssembler([1], maxDataSetLength=4)
+    assembler.receive(pdv(encodeCommandSet(echoRequest(CommandDataSetType=0))))
+    assembler.receive(pdv(b"abcd", isCommand=False, last=False))
+    with pytest.raises(MessageTooLargeError):
+        assembler.receive(pdv(b"ef", isCommand=False))
+
+
+def test_totalAcrossContextsBounded() -> None:
+    """
+    Partial messages on many contexts together may not buffer more than
+    one command plus one data set.
+    """
+    assembler = MessageAssembler([1, 3, 5], maxCommandLength=100, maxDataSetLength=100)
+    assembler.receive(pdv(b"x" * 100, last=False, ctx=1))
+    assembler.receive(pdv(b"x" * 90, last=False, ctx=3))
+    with pytest.raises(MessageTooLargeError):
+        assembler.receive(pdv(b"x" * 20, last=False, ctx=5))
+
+
+def test_badCommandSetInPDVs() -> None:
+    """
+    A completed command that does not decode raises CommandSetError.
+    """
+    assembler = MessageAssembler([1])
+    assembler.receive(pdv(b"\xff" * 4, last=False))
+    with pytest.raises(CommandSetError):
+        assembler.receive(pdv(b"\xff" * 4))
+
+
+# --- fragmentation --------------------------------------------------------------
+
+ECHO_RSP_PDU = bytes.fromhex("040000000054" "0000005001" "03") + ECHO_RSP
+
+
+def pdvLayout(pdus: list[bytes]) -> list[tuple[int, int]]:
+    """
+    (data length, control header) of each single-PDV PDU.
+    """
+    layout = []
+    for raw in pdus:
+        pdu = decode(raw)
+        assert isinstance(pdu, PDataTF) and len(pdu.pdvs) == 1
+        one = pdu.pdvs[0]
+        assert raw == PDataTF((one,)).encode()
+        layout.append((len(one.data), one.isCommand | one.isLastFragment << 1))
+    return layout
+
+
+@pytest.mark.parametrize("session", SESSIONS)
+def test_fragmentMatchesCapturedPDU(session: str) -> None:
+    """
+    Our whole C-ECHO-RSP P-DATA-TF for the peer's max PDU equals the one
+    pynetdicom sent.
+    """
+    for raw, pdu in capturedPDataPDUs(session, "s2c"):
+        command = pdu.pdvs[0].data
+        assert fragment(1, command, None, 16382) == [raw]
+    assert fragment(1, ECHO_RSP, None, 16382) == [ECHO_RSP_PDU]
+
+
+@pytest.mark.parametrize(
+    "peerMax, layout",
+    [
+        (0, [(78, 3)]),
+        (8, [(2, 1)] * 38 + [(2, 3)]),
+        (20, [(14, 1)] * 5 + [(8, 3)]),
+        (21, [(14, 1)] * 5 + [(8, 3)]),
+        (9, [(2, 1)] * 38 + [(2, 3)]),
+        (84, [(78, 3)]),
+        (83, [(76, 1), (2, 3)]),
+        (4096, [(78, 3)]),
+    ],
+)
+def test_fragmentLayout(peerMax: int, layout: list[tuple[int, int]]) -> None:
+    """
+    PDV data is at most peerMax - 6 rounded down to even; 0 is unlimited;
+    with peer max 20 the 78-byte response is 14×5 + 8 as pynetdicom sends.
+    """
+    pdus = fragment(1, ECHO_RSP, None, peerMax)
+    assert pdvLayout(pdus) == layout
+    if peerMax:
+        assert all(len(raw) - 6 <= peerMax for raw in pdus)
+
+
+def test_fragmentDataSet() -> None:
+    """
+    The data set follows the command in its own PDVs, control 0x00/0x02;
+    with peer max 0 it is one PDV; an empty data set is one empty PDV.
+    """
+    assert pdvLayout(fragment(1, ECHO_RSP, b"x" * 30, 20)) == (
+        [(14, 1)] * 5 + [(8, 3)] + [(14, 0), (14, 0), (2, 2)]
+    )
+    assert pdvLayout(fragment(1, ECHO_RSP, b"x" * 30, 0)) == [(78, 3), (30, 2)]
+    assert pdvLayout(fragment(1, ECHO_RSP, b"", 0)) == [(78, 3), (0, 2)]
+
+
+@pytest.mark.parametrize("peerMax", [-1, 1, 6, 7])
+def test_fragmentRefusesTinyMaximum(peerMax: int) -> None:
+    """
+    A peer maximum of 1-7 cannot carry even fragments: ValueError.
+    """
+    with pytest.raises(ValueError):
+        fragment(1, ECHO_RSP, None, peerMax)
+
+
+def test_fragmentRefusesBadContextID() -> None:
+    """
+    A context ID that does not fit a byte raises LocalProtocolError.
+    """
+    with pytest.raises(LocalProtocolError):
+        fragment(256, ECHO_RSP, None, 0)
+
+
+@pytest.mark.parametrize("peerMax", [0, 8, 9, 20, 21, 100, 16382])
+def test_fragmentReassembles(peerMax: int) -> None:
+    """
+    Feeding fragment()'s output to the assembler gives back the message.
+    """
+    command = encodeCommandSet(echoRequest(3, CommandDataSetType=0))
+    dataSet = bytes(range(256)) * 3
+    assembler = MessageAssembler([7])
+    results = [
+        assembler.receive(p)
+        for raw in fragment(7, command, dataSet, peerMax)
+        for p in pdvsOf(raw)
+    ]
+    assert results[-1] == DIMSEMessage(7, decodeCommandSet(command), dataSet)
+    assert all(r is None for r in results[:-1])
+
+
+# --- refusal responses ------------------------------------------------------------
+
+
+def message(**command: object) -> DIMSEMessage:
+    values = {DATA_SET_TYPE: NO_DATA_SET, **{tag(k): v for k, v in command.items()}}
+    return DIMSEMessage(1, values, None)
+
+
+def test_refuseCStore() -> None:
+    """
+    C-STORE-RQ → C-STORE-RSP with the class and instance UIDs copied.
+    """
+    request = message(
+        CommandField=CommandField.C_STORE_RQ,
+        MessageID=9,
+        AffectedSOPClassUID=CT_STORAGE,
+        AffectedSOPInstanceUID="1.2.3",
+        Priority=0,
+        CommandDataSetType=0,
+    )
+    assert refusalResponse(request, Status.UNRECOGNIZED_OPERATION) == {
+        COMMAND_FIELD: 0x8001,
+        RESPONDED_TO: 9,
+        DATA_SET_TYPE: NO_DATA_SET,
+        STATUS: 0x0211,
+        AFFECTED_CLASS: CT_STORAGE,
+        AFFECTED_INSTANCE: "1.2.3",
+    }
+
+
+def test_refuseCFind() -> None:
+    """
+    C-FIND-RQ → C-FIND-RSP with the status given; it encodes.
+    """
+    request = message(
+        CommandField=CommandField.C_FIND_RQ,
+        MessageID=2,
+        AffectedSOPClassUID="1.2.840.10008.5.1.4.1.2.1.1",
+        CommandDataSetType=0,
+    )
+    response = refusalResponse(request, Status.SOP_CLASS_NOT_SUPPORTED)
+    assert response is not None
+    assert response[COMMAND_FIELD] == CommandField.C_FIND_RSP
+    assert response[STATUS] == 0x0122
+    assert decodeCommandSet(encodeCommandSet(response)) == response
+
+
+def test_refuseNGet() -> None:
+    """
+    N-GET-RQ's Requested SOP Class/Instance UIDs become the response's
+    Affected ones (PS3.7 §10.3.2).
+    """
+    request = message(
+        CommandField=CommandField.N_GET_RQ,
+        MessageID=4,
+        RequestedSOPClassUID="1.2.840.10008.5.1.1.16",
+        RequestedSOPInstanceUID="1.2.840.10008.5.1.1.17",
+    )
+    response = refusalResponse(request, Status.UNRECOGNIZED_OPERATION)
+    assert response is not None
+    assert response[COMMAND_FIELD] == CommandField.N_GET_RSP
+    assert response[AFFECTED_CLASS] == "1.2.840.10008.5.1.1.16"
+    assert response[AFFECTED_INSTANCE] == "1.2.840.10008.5.1.1.17"
+    assert REQUESTED_CLASS not in response and REQUESTED_INSTANCE not in response
+
+
+def test_refuseNEventReport() -> None:
+    """
+    N-EVENT-REPORT-RQ → N-EVENT-REPORT-RSP with Affected UIDs copied.
+    """
+    request = message(
+        CommandField=CommandField.N_EVENT_REPORT_RQ,
+        MessageID=5,
+        AffectedSOPClassUID="1.2.840.10008.1.20.1",
+        AffectedSOPInstanceUID="1.2.840.10008.1.20.1.1",
+        EventTypeID=1,
+    )
+    response = refusalResponse(request, Status.UNRECOGNIZED_OPERATION)
+    assert response is not None
+    assert response[COMMAND_FIELD] == 0x8100 and response[RESPONDED_TO] == 5
+    assert response[AFFECTED_INSTANCE] == "1.2.840.10008.1.20.1.1"
+    assert tag("EventTypeID") not in response
+
+
+def test_noResponseToCancelOrResponses() -> None:
+    """
+    C-CANCEL-RQ has no response; a response message is never answered.
+    """
+    cancel = message(CommandField=CommandField.C_CANCEL_RQ, MessageIDBeingRespondedTo=3)
+    assert refusalResponse(cancel, Status.UNRECOGNIZED_OPERATION) is None
+    for field in CommandField:
+        if field & 0x8000:
+            response = message(CommandField=field, MessageIDBeingRespondedTo=1)
+            assert refusalResponse(response, Status.UNRECOGNIZED_OPERATION) is None
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        {"CommandField": 0x0777, "MessageID": 1},
+        {"CommandField": CommandField.C_STORE_RQ},
+    ],
+    ids=["unknown-field", "no-message-id"],
+)
+def test_refusalNeedsKnownRequest(command: dict[str, object]) -> None:
+    """
+    An unknown CommandField or a request without MessageID cannot be
+    answered: CommandSetError (service-user abort).
+    """
+    with pytest.raises(CommandSetError):
+        refusalResponse(message(**command), Status.UNRECOGNIZED_OPERATION)
+
+
+# --- properties ---------------------------------------------------------------------
+
+latin1 = st.characters(min_codepoint=0, max_codepoint=0xFF)
+text = st.text(latin1, max_size=24).map(lambda s: s.rstrip("\0 "))
+TEXT_VRS = {"UI", "AE", "CS", "SH", "LO", "ST", "LT", "IS", "DS"}
+
+
+def valueFor(vr: str, vm: str) -> st.SearchStrategy[object]:
+    if vr in ("US", "UL"):
+        one = st.integers(0, 0xFFFF if vr == "US" else 0xFFFFFFFF)
+        return one if vm == "1" else st.lists(one, max_size=4).map(tuple)
+    if vr == "AT":
+        return st.lists(st.integers(0, 0xFFFFFFFF), max_size=4).map(tuple)
+    assert vr in TEXT_VRS
+    return text
+
+
+KNOWN = {
+    t: valueFor(entry[0], entry[1])
+    for t, entry in DicomDictionary.items()
+    if t >> 16 == 0 and t != 0
+}
+UNKNOWN = st.integers(1, 0xFFFF).filter(lambda t: t not in DicomDictionary)
+
+
+@st.composite
+def commandSets(draw: st.DrawFn) -> dict[int, object]:
+    tags = draw(st.lists(st.sampled_from(sorted(KNOWN)), unique=True, max_size=8))
+    result = {t: draw(KNOWN[t]) for t in tags}
+    for t in draw(st.lists(UNKNOWN, unique=True, max_size=2)):
+        result[t] = draw(st.binary(max_size=10).map(lambda b: b[: len(b) & ~1]))
+    result[COMMAND_FIELD] = draw(st.sampled_from(list(CommandField)))
+    result[DATA_SET_TYPE] = draw(st.sampled_from([NO_DATA_SET, 0, 0xFEFE]))
+    return result
+
+
+@given(commandSets())
+def test_roundTrip(command: dict[int, object]) -> None:
+    """
+    decode(encode(x)) == x for command sets of known and unknown tags.
+    """
+    assert decodeCommandSet(encodeCommandSet(command)) == command
+
+
+@st.composite
+def damaged(draw: st.DrawFn) -> bytes:
+    data = bytearray(encodeCommandSet(draw(commandSets())))
+    for _ in range(draw(st.integers(1, 3))):
+        if data and draw(st.booleans()):
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+        else:
+            data = data[: draw(st.integers(0, len(data)))]
+    return bytes(data)
+
+
+@given(st.one_of(st.binary(max_size=200), damaged()))
+def test_anyBytesDecodeOrRefuse(data: bytes) -> None:
+    """
+    Any byte string decodes to a dict or raises CommandSetError, never
+    another exception.
+    """
+    try:
+        result = decodeCommandSet(data)
+    except CommandSetError:
+        return
+    assert isinstance(result, dict)
+
+
+@given(
+    commandSets(),
+    st.binary(max_size=100),
+    st.lists(st.integers(0, 400), max_size=10),
+    st.lists(st.integers(0, 200), max_size=10),
+)
+def test_anySplitReassembles(
+    command: dict[int, object], dataSet: bytes, cuts: list[int], dataCuts: list[int]
+) -> None:
+    """
+    Any split of a valid message (command and, if announced, data set)
+    into PDVs reassembles to the same message, completing on the last PDV.
+    """
+    encoded = encodeCommandSet(command)
+    hasData = command[DATA_SET_TYPE] != NO_DATA_SET
+
+    def split(
+        data: bytes, points: list[int], isCommand: bool
+    ) -> list[PresentationDataValue]:
+        bounds = sorted({0, len(data), *(p for p in points if p < len(data))})
+        pieces = [data[a:b] for a, b in zip(bounds, bounds[1:])] or [b""]
+        return [
+            pdv(piece, isCommand, i == len(pieces) - 1)
+            for i, piece in enumerate(pieces)
+        ]
+
+    pdvs = split(encoded, cuts, True)
+    if hasData:
+        pdvs += split(dataSet, dataCuts, False)
+    assembler = MessageAssembler([1])
+    results = [assembler.receive(p) for p in pdvs]
+    assert all(r is None for r in results[:-1])
+    assert results[-1] == DIMSEMessage(1, command, dataSet if hasData else None)
+    assert not assembler.inProgress
