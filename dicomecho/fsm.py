@@ -376,6 +376,7 @@ class _Input:
 
     pdu: object = None
     error: RemoteProtocolError | None = None
+    detail: str = ""
 
 
 _Action = Callable[["AcceptorStateMachine", Event, _Input], "tuple[list[Effect], State]"]
@@ -454,11 +455,14 @@ class AcceptorStateMachine:
         """
         return self._handle(E.EVT14, _Input())
 
-    def abortRequest(self, abort: Abort | None = None) -> list[Effect]:
+    def abortRequest(
+        self, abort: Abort | None = None, detail: str = "local abort"
+    ) -> list[Effect]:
         """
-        Evt15: the local user aborts; C{abort} defaults to source 0, reason 0.
+        Evt15: the local user aborts; C{abort} defaults to source 0, reason
+        0. C{detail} says why, for the L{AbortIndication}.
         """
-        return self._handle(E.EVT15, _Input(abort or Abort()))
+        return self._handle(E.EVT15, _Input(abort or Abort(), detail=detail))
 
     def transportClosed(self) -> list[Effect]:
         """
@@ -552,7 +556,7 @@ class AcceptorStateMachine:
         if event is E.EVT15:
             abort = given.pdu
             assert isinstance(abort, Abort)
-            detail = "local abort"
+            detail = given.detail
         else:
             abort = _providerAbort(event, given)
             detail = _describe(event, given)

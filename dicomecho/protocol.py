@@ -430,34 +430,18 @@ class DICOMAssociationProtocol(Protocol):
         if self._machine.state is State.STA13 or self._machine.state is State.STA1:
             return
         self._pending.clear()
-        log.info(
-            "Aborting Association",
-            dicomEvent="association-aborting",
-            peer=self._peer,
-            reason=why,
-        )
-        self._perform(self._machine.abortRequest(abort))
+        self._perform(self._machine.abortRequest(abort, why))
 
     def _abortIndication(self, indication: AbortIndication) -> None:
         self._endAssociation()
-        if indication.byPeer:
-            log.info(
-                "Association Aborted",
-                dicomEvent="association-aborted",
-                peer=self._peer,
-                source=indication.source,
-                reason=indication.reason,
-                detail=indication.detail,
-            )
-        elif indication.detail != "local abort":
-            log.info(
-                "Aborting Association",
-                dicomEvent="association-aborting",
-                peer=self._peer,
-                source=indication.source,
-                reason=indication.reason,
-                detail=indication.detail,
-            )
+        log.info(
+            "Association Aborted" if indication.byPeer else "Aborting Association",
+            dicomEvent="association-aborted" if indication.byPeer else "association-aborting",
+            peer=self._peer,
+            source=indication.source,
+            reason=indication.reason,
+            detail=indication.detail,
+        )
 
     def _timedOut(self, what: str) -> None:
         log.error(

@@ -572,3 +572,22 @@ def test_logRejectAndAbort(make: Any) -> None:
     (aborted,) = [e for e in events if e.get("dicomEvent") == "association-aborted"]
     assert (aborted["source"], aborted["reason"]) == (0, 0)
     h.close()
+
+
+def test_localAbortLoggedOnce(make: Any) -> None:
+    """
+    A local abort (here the network timeout) emits the timeout error and
+    exactly one association-aborting event naming the cause and the
+    A-ABORT sent.
+    """
+    from twisted.logger import capturedLogs
+
+    h = make(networkTimeout=3)
+    h.send(rq())
+    with capturedLogs() as events:
+        h.clock.advance(3)
+    kinds = [e["dicomEvent"] for e in events if "dicomEvent" in e]
+    assert kinds == ["timeout", "association-aborting"]
+    aborting = events[-1]
+    assert (aborting["source"], aborting["reason"], aborting["detail"]) == (0, 0, "Network timeout")
+    h.close()
