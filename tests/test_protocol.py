@@ -14,12 +14,15 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.test import iosim
 from zope.interface import implementer
 
 from dicomecho.dimse import CommandField, decodeCommandSet, encodeCommandSet, tag
 from dicomecho.fsm import State
+from dicomecho.framer import PDUFramer
 from dicomecho.items import PresentationContextRQ, UserInformation
 from dicomecho.pdu import (
     Abort,
@@ -591,3 +594,49 @@ def test_localAbortLoggedOnce(make: Any) -> None:
     aborting = events[-1]
     assert (aborting["source"], aborting["reason"], aborting["detail"]) == (0, 0, "Network timeout")
     h.close()
+
+
+class ScriptedSCU(Protocol):
+    """
+    A minimal association-requestor for iosim: sends a request, echoes and
+    a release, collects every PDU, and closes on A-RELEASE-RP as PS3.8
+    §9.1.4 asks of the requestor.
+    """
+
+    def __init__(self, messages: int) -> None:
+        self.messages = messages
+        self.framer = PDUFramer(maxPDataLength=0)
+        self.pdus: list[Any] = []
+
+    def connectionMade(self) -> None:
+        self.transport.write(encode(rq()))  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.framer.receiveData(data)
+        while (frame := self.framer.nextFrame()) is not None:
+            pdu = decodePDU(*frame)
+            self.pdus.append(pdu)
+            if isinstance(pdu, AssociateAC):
+                for i in range(1, self.messages + 1):
+                    self.transport.write(encode(echo(i)))  # type: ignore[union-attr]
+                self.transport.write(encode(ReleaseRQ()))  # type: ignore[union-attr]
+            elif isinstance(pdu, ReleaseRP):
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+def test_iosimAssociation(clock: Clock) -> None:
+    """
+    Over an iosim connection pair the acceptor serves a whole association,
+    reaches Sta1 when the requestor closes after the RP, frees its slot and
+    leaves no timer behind.
+    """
+    factory = DICOMServerFactory(clock=clock)
+    client, server, pump = iosim.connectedServerAndClient(
+        lambda: factory.buildProtocol(None), lambda: ScriptedSCU(5), clock=clock
+    )
+    pump.flush()
+    assert isinstance(client.pdus[0], AssociateAC)
+    assert [r[tag("MessageIDBeingRespondedTo")] for r in responses(client.pdus)] == [1, 2, 3, 4, 5]
+    assert client.pdus[-1] == ReleaseRP()
+    assert server.state is State.STA1
+    assert factory.activeAssociations == 0
