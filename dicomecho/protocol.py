@@ -300,6 +300,9 @@ class DICOMAssociationProtocol(Protocol):
                 peer=self._peer,
                 rq=rq,
                 rj=outcome.rj,
+                result=outcome.rj.result,
+                source=outcome.rj.source,
+                diagnostic=outcome.rj.reason,
                 reason=outcome.reason,
             )
             self._perform(self._machine.associateResponse(outcome.rj))

@@ -566,6 +566,7 @@ def test_logRejectAndAbort(make: Any) -> None:
         h.send(rq())
     (rejected,) = [e for e in events if e.get("dicomEvent") == "association-rejected"]
     assert rejected["rj"] == AssociateRJ(1, 1, 7)
+    assert (rejected["result"], rejected["source"], rejected["diagnostic"]) == (1, 1, 7)
     assert "ECHOSCP" in rejected["reason"]
     h.close()
     h = make()
