@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
-from twisted.logger import Logger
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from dicomecho.dimse import (
@@ -53,6 +53,7 @@ from dicomecho.fsm import (
     StopARTIM,
 )
 from dicomecho.framer import DEFAULT_MAX_ASSOCIATE_LENGTH, PDUFramer
+from dicomecho.logs import isEnabled, log
 from dicomecho.negotiation import (
     DEFAULT_MAX_ASSOCIATIONS,
     Acceptance,
@@ -66,8 +67,6 @@ from dicomecho.pdu import Abort, AssociateRQ, decodePDU
 from dicomecho.verification import DIMSEResponse, IServiceResponder, VerificationResponder
 
 __all__ = ["DICOMAssociationProtocol", "DICOMServerFactory"]
-
-log = Logger(namespace="dicomecho")
 
 
 def _commandName(commandField: int) -> str:
@@ -83,12 +82,13 @@ def _commandName(commandField: int) -> str:
         return f"command 0x{commandField:04X}"
 
 
-def _peerText(transport: Any) -> str:
-    try:
-        address = transport.getPeer()
-        return f"{address.host}:{address.port}"
-    except Exception:
-        return "unknown peer"
+def _peerAddress(transport: Any) -> tuple[str, int | None]:
+    """
+    The peer's host and port, for the log; UNIX sockets have no port.
+    """
+    address = transport.getPeer()
+    host = getattr(address, "host", None) or getattr(address, "name", None)
+    return str(host or address), getattr(address, "port", None)
 
 
 class DICOMServerFactory(ServerFactory):
@@ -189,6 +189,14 @@ class DICOMAssociationProtocol(Protocol):
         # holding the encoded PDUs once they are ready.
         self._pending: deque[list[list[bytes] | None]] = deque()
         self._peer = "unknown peer"
+        self._peerHost = "unknown"
+        self._peerPort: int | None = None
+        # For the association-summary event.
+        self._started = 0.0
+        self._rq: AssociateRQ | None = None
+        self._outcome = "no-association"
+        self._reason = "connection closed before an A-ASSOCIATE-RQ"
+        self._messages = 0
 
     @property
     def state(self) -> State:
@@ -203,7 +211,11 @@ class DICOMAssociationProtocol(Protocol):
         if ITCPTransport.providedBy(self.transport):
             # Responses are small; do not let Nagle hold one back.
             self.transport.setTcpNoDelay(True)
-        self._peer = _peerText(self.transport)
+        self._peerHost, self._peerPort = _peerAddress(self.transport)
+        self._peer = (
+            self._peerHost if self._peerPort is None else f"{self._peerHost}:{self._peerPort}"
+        )
+        self._started = self._clock.seconds()
         self._perform(self._machine.transportConnected())
 
     def dataReceived(self, data: bytes) -> None:
@@ -229,6 +241,40 @@ class DICOMAssociationProtocol(Protocol):
             self._perform(self._machine.transportClosed())
         self._cancelTimers()
         self._uncount()
+        self._logSummary()
+
+    def _logSummary(self) -> None:
+        """
+        Emit the one association-summary event of this connection.
+        """
+        rq = self._rq
+        acceptance = self._acceptance
+        contexts = (
+            [
+                f"{c.contextID}:{c.abstractSyntax}/{c.transferSyntax}"
+                for c in acceptance.contexts.values()
+            ]
+            if acceptance is not None
+            else []
+        )
+        log.info(
+            "Association from {peer}: {outcome} ({reason})",
+            dicomEvent="association-summary",
+            peer=self._peer,
+            peerHost=self._peerHost,
+            peerPort=self._peerPort,
+            callingAETitle=rq.callingAETitle if rq is not None else None,
+            calledAETitle=rq.calledAETitle if rq is not None else None,
+            contexts=contexts,
+            outcome=self._outcome,
+            reason=self._reason,
+            durationSeconds=round(self._clock.seconds() - self._started, 6),
+            messages=self._messages,
+        )
+
+    def _setOutcome(self, outcome: str, reason: str) -> None:
+        self._outcome = outcome
+        self._reason = reason
 
     # --- effects --------------------------------------------------------------
 
@@ -259,12 +305,14 @@ class DICOMAssociationProtocol(Protocol):
 
     def _associateIndication(self, rq: AssociateRQ) -> None:
         config = self._config
-        log.debug(
-            "A-ASSOCIATE-RQ from {peer}",
-            dicomEvent="associate-rq",
-            peer=self._peer,
-            rq=rq,
-        )
+        self._rq = rq
+        if isEnabled(LogLevel.debug):
+            log.debug(
+                "A-ASSOCIATE-RQ from {peer}",
+                dicomEvent="associate-rq",
+                peer=self._peer,
+                rq=rq,
+            )
         try:
             outcome = negotiate(
                 rq,
@@ -290,7 +338,9 @@ class DICOMAssociationProtocol(Protocol):
                 peer=self._peer,
                 rq=rq,
                 ac=outcome.ac,
+                contexts=outcome.contexts,
             )
+            self._setOutcome("established", "association not yet ended")
             self._perform(self._machine.associateResponse(outcome.ac))
             self._armIdleTimer()
         else:
@@ -305,6 +355,7 @@ class DICOMAssociationProtocol(Protocol):
                 diagnostic=outcome.rj.reason,
                 reason=outcome.reason,
             )
+            self._setOutcome("rejected", outcome.reason)
             self._perform(self._machine.associateResponse(outcome.rj))
 
     # --- data transfer ----------------------------------------------------------
@@ -328,6 +379,7 @@ class DICOMAssociationProtocol(Protocol):
         acceptance = self._acceptance
         assert acceptance is not None
         context = acceptance.contexts[message.contextID]
+        self._messages += 1
         log.info(
             "Received {commandName} (MsgID {messageID})",
             dicomEvent="dimse-received",
@@ -418,6 +470,7 @@ class DICOMAssociationProtocol(Protocol):
                 dicomEvent="association-released",
                 peer=self._peer,
             )
+            self._setOutcome("released", "A-RELEASE completed")
             self._endAssociation()
 
     # --- aborts and timers -------------------------------------------------------
@@ -437,6 +490,23 @@ class DICOMAssociationProtocol(Protocol):
 
     def _abortIndication(self, indication: AbortIndication) -> None:
         self._endAssociation()
+        if indication.reason is None and not indication.byPeer:
+            # ARTIM expired before any A-ASSOCIATE-RQ: closed, no PDU sent.
+            self._setOutcome("no-association", indication.detail)
+            log.debug(
+                "Connection from {peer} closed: {detail}",
+                dicomEvent="connection-closed",
+                peer=self._peer,
+                detail=indication.detail,
+            )
+            return
+        if indication.byPeer:
+            self._setOutcome(
+                "aborted-by-peer" if indication.reason is not None else "connection-lost",
+                indication.detail,
+            )
+        else:
+            self._setOutcome("aborted", indication.detail)
         log.info(
             "Association Aborted" if indication.byPeer else "Aborting Association",
             dicomEvent="association-aborted" if indication.byPeer else "association-aborting",

@@ -641,3 +641,77 @@ def test_iosimAssociation(clock: Clock) -> None:
     assert client.pdus[-1] == ReleaseRP()
     assert server.state is State.STA1
     assert factory.activeAssociations == 0
+
+
+def summaries(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e.get("dicomEvent") == "association-summary"]
+
+
+def test_summaryEvent(make: Any) -> None:
+    """
+    Each connection yields exactly one association-summary event with the
+    peer, AE titles, accepted contexts, outcome, reason, duration and
+    message count.
+    """
+    from twisted.logger import capturedLogs
+
+    h = make()
+    with capturedLogs() as events:
+        h.send(fixtureBytes("dcmtk_echoscu_default", "c2s"))
+        h.clock.advance(1.5)
+        h.close()
+    (summary,) = summaries(events)
+    assert summary["peerHost"] == "127.0.0.1" and summary["peerPort"] == 40000
+    assert (summary["callingAETitle"], summary["calledAETitle"]) == ("MYSCU", "ECHOSCP")
+    assert summary["contexts"] == ["1:1.2.840.10008.1.1/1.2.840.10008.1.2"]
+    assert (summary["outcome"], summary["messages"]) == ("released", 1)
+    assert summary["durationSeconds"] == 1.5
+
+
+@pytest.mark.parametrize(
+    "drive, outcome",
+    [
+        (lambda h: h.clock.advance(30), "no-association"),
+        (lambda h: h.send(rq(protocolVersion=2)), "rejected"),
+        (lambda h: (h.send(rq()), h.send(Abort(0, 0))), "aborted-by-peer"),
+        (lambda h: h.send(rq()), "connection-lost"),
+        (lambda h: (h.send(rq()), h.clock.advance(30)), "aborted"),
+        (lambda h: h.send(b"GET / HTTP/1.1\r\n"), "aborted"),
+    ],
+)
+def test_summaryOutcomes(make: Any, drive: Any, outcome: str) -> None:
+    """
+    The summary's outcome names how the connection ended: no association
+    (ARTIM), rejected, aborted by the peer, connection lost, aborted by us.
+    """
+    from twisted.logger import capturedLogs
+
+    h = make()
+    with capturedLogs() as events:
+        drive(h)
+        h.close()
+    (summary,) = summaries(events)
+    assert summary["outcome"] == outcome
+    assert summary["reason"]
+
+
+def test_artimExpiryLoggedAtDebug(make: Any) -> None:
+    """
+    A connection closed by ARTIM before any request logs connection-closed
+    at debug level only, so -v output stays as echoscp's (silent).
+    """
+    from twisted.logger import LogLevel, capturedLogs
+
+    from dicomecho.logs import logLevel, setLogLevel
+
+    h = make(acseTimeout=2)
+    previous = logLevel()
+    setLogLevel(LogLevel.debug)
+    try:
+        with capturedLogs() as events:
+            h.clock.advance(2)
+    finally:
+        setLogLevel(previous)
+    (closed,) = [e for e in events if e.get("dicomEvent") == "connection-closed"]
+    assert closed["log_level"].name == "debug"
+    h.close()
