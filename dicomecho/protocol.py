@@ -99,6 +99,10 @@ class DICOMServerFactory(ServerFactory):
     @ivar activeAssociations: associations accepted and not yet ended.
     """
 
+    # Our own "listening" event says where we listen; skip Twisted's
+    # per-port "Starting factory" lines.
+    noisy = False
+
     def __init__(
         self,
         aeTitle: str = "ECHOSCP",

@@ -1,0 +1,401 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The twistd subcommand: L{Options} (echoscp's options, with pynetdicom's
+spellings accepted) and L{makeService}.
+
+Long option names are canonical. L{Options.parseOptions} also accepts
+echoscp's single-dash multi-letter spellings (C{-aet}, C{-ta}, C{-td},
+C{-tn}, C{-pdu}, C{-ba}, C{-ll}, C{-x=}, C{-xe}, C{-xb}, C{-xi}) so that a
+command line copied from C{python -m pynetdicom echoscp} works.
+
+Importing this module does not import the reactor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import LogLevel
+from twisted.python import usage
+
+from dicomecho import __version__
+from dicomecho.logs import LOG_LEVEL_NAMES, log, setLogLevel
+from dicomecho.negotiation import (
+    DEFAULT_MAX_ASSOCIATIONS,
+    DEFAULT_MAX_PDU_LENGTH,
+    MINIMUM_PEER_MAX_PDU_LENGTH,
+    TransferSyntaxPreference,
+)
+
+__all__ = ["Options", "makeService", "DICOMListeningService", "validateAETitle"]
+
+DEFAULT_PORT = "11112"
+
+#: echoscp's single-dash spellings and the long options they stand for.
+ALIASES = {
+    "-aet": "--ae-title",
+    "-ta": "--acse-timeout",
+    "-td": "--dimse-timeout",
+    "-tn": "--network-timeout",
+    "-pdu": "--max-pdu",
+    "-ba": "--bind-address",
+    "-ll": "--log-level",
+    "-x=": "--prefer-uncompr",
+    "-xe": "--prefer-little",
+    "-xb": "--prefer-big",
+    "-xi": "--implicit",
+}
+
+_VERBOSITY = (("quiet", "-q/--quiet"), ("verbose", "-v/--verbose"), ("debug", "-d/--debug"))
+_PREFERENCES = (
+    ("prefer-uncompr", "-x=/--prefer-uncompr", TransferSyntaxPreference.PREFER_UNCOMPRESSED),
+    ("prefer-little", "-xe/--prefer-little", TransferSyntaxPreference.PREFER_LITTLE),
+    ("prefer-big", "-xb/--prefer-big", TransferSyntaxPreference.PREFER_BIG),
+    ("implicit", "-xi/--implicit", TransferSyntaxPreference.IMPLICIT_ONLY),
+)
+
+
+def validateAETitle(title: str) -> str:
+    """
+    Check an AE title as PS3.5 defines the AE value representation: 1-16
+    characters of ISO 646 (printable ASCII), no backslash, not all spaces.
+
+    @return: C{title} without leading and trailing spaces.
+    @raise ValueError: with the reason, if it is not a valid AE title.
+    """
+    if not title.strip(" "):
+        raise ValueError(f"AE title {title!r} is empty or all spaces")
+    if len(title) > 16:
+        raise ValueError(f"AE title {title!r} is longer than 16 characters")
+    bad = [c for c in title if not (" " <= c <= "~") or c == "\\"]
+    if bad:
+        raise ValueError(
+            f"AE title {title!r} contains {bad[0]!r}: only printable ASCII "
+            f"without backslash is allowed"
+        )
+    return title.strip(" ")
+
+
+def _aeTitle(value: str) -> str:
+    return validateAETitle(value)
+
+
+_aeTitle.coerceDoc = "At most 16 printable ASCII characters, no backslash."  # type: ignore[attr-defined]
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds >= 0:  # also refuses NaN
+        raise ValueError(f"{value!r} is not a number of seconds >= 0")
+    return seconds
+
+
+_seconds.coerceDoc = "Seconds, >= 0."  # type: ignore[attr-defined]
+
+
+def _maxPDU(value: str) -> int:
+    size = int(value)
+    if size != 0 and not MINIMUM_PEER_MAX_PDU_LENGTH <= size <= 0xFFFFFFFF:
+        raise ValueError(
+            f"{value} is not 0 (unlimited) or a size from "
+            f"{MINIMUM_PEER_MAX_PDU_LENGTH} to {0xFFFFFFFF}"
+        )
+    return size
+
+
+_maxPDU.coerceDoc = "Bytes; 0 = unlimited."  # type: ignore[attr-defined]
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{value} is not a whole number >= 1")
+    return number
+
+
+def _logLevel(value: str) -> LogLevel:
+    try:
+        return LOG_LEVEL_NAMES[value.lower()]
+    except KeyError:
+        raise ValueError(
+            f"{value!r} is not one of {', '.join(LOG_LEVEL_NAMES)}"
+        ) from None
+
+
+def _escapeInterface(host: str) -> str:
+    # Endpoint descriptions use ':' as separator and '\' as escape.
+    return host.replace("\\", "\\\\").replace(":", "\\:")
+
+
+class Options(usage.Options):
+    """
+    Options of C{twistd dicomecho} and C{python -m dicomecho}.
+    """
+
+    synopsis = "[options] [port]"
+    longdesc = (
+        "A DICOM Verification SCP: answers C-ECHO from any DICOM peer to prove "
+        "it can reach this host. Options and defaults follow pynetdicom's "
+        "echoscp; its single-dash spellings (-aet, -ta, -td, -tn, -pdu, -ba, "
+        "-ll, -x=, -xe, -xb, -xi) are accepted too."
+    )
+
+    optFlags = [
+        ["quiet", "q", "quiet mode, print no warnings and errors"],
+        ["verbose", "v", "verbose mode, print processing details"],
+        ["debug", "d", "debug mode, print debug information"],
+        ["prefer-uncompr", None, "prefer explicit VR local byte order [-x=]"],
+        ["prefer-little", None, "prefer explicit VR little endian TS [-xe]"],
+        ["prefer-big", None, "prefer explicit VR big endian TS [-xb]"],
+        ["implicit", None, "accept implicit VR little endian TS only [-xi]"],
+        ["require-called-aet", None, "reject requests whose called AE title is not ours"],
+    ]
+
+    optParameters: list[list[Any]] = [
+        ["log-level", None, None, "use level l for the logger: critical, error, warn, warning, info, debug [-ll]", _logLevel],
+        ["ae-title", None, "ECHOSCP", "set my AE title [-aet]", _aeTitle],
+        ["acse-timeout", None, 30.0, "timeout for ACSE messages [-ta]", _seconds],
+        ["dimse-timeout", None, 30.0, "timeout for DIMSE messages [-td]", _seconds],
+        ["network-timeout", None, 30.0, "timeout for the network [-tn]", _seconds],
+        ["max-pdu", None, DEFAULT_MAX_PDU_LENGTH, "set max receive pdu to n bytes, 0 for unlimited [-pdu]", _maxPDU],
+        ["bind-address", None, "", "address of the network interface to listen on; unset: all IPv4 interfaces, '::' for IPv6 and IPv4 [-ba]"],
+        ["max-associations", None, DEFAULT_MAX_ASSOCIATIONS, "reject (transient, local-limit-exceeded) beyond this many live associations", _positive],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Multi-line opt_* docstrings: fold their indentation for --help.
+        self.docs = {name: " ".join(doc.split()) for name, doc in self.docs.items()}
+        self["port"] = DEFAULT_PORT
+        self["listen"] = []
+        self["allow-calling-aet"] = []
+        self._portGiven = False
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Listen on this endpoint description (repeatable), e.g. tcp:11112,
+        tcp6:11112:interface=\\:\\:, unix:/tmp/dicom.sock,
+        systemd:domain=INET:name=dicom.
+        """
+        self["listen"].append(description)
+
+    def opt_allow_calling_aet(self, title: str) -> None:
+        """
+        Accept only this calling AE title (repeatable); others are rejected
+        (permanent, calling-AE-title-not-recognized). Default: any.
+        """
+        try:
+            self["allow-calling-aet"].append(validateAETitle(title))
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def opt_version(self) -> None:
+        """
+        Print the version and exit.
+        """
+        print(f"dicomecho v{__version__}")
+        raise SystemExit(0)
+
+    def opt_port(self, value: str) -> None:
+        """
+        TCP port number (also accepted as the last argument), or an
+        endpoint description such as tcp:0, tcp6:11112 or
+        unix:/tmp/dicom.sock [default: 11112]
+        """
+        self["port"] = value
+        self._portGiven = True
+
+    opt_p = opt_port
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Translate echoscp's single-dash spellings, then parse as usual.
+        """
+        import sys
+
+        args = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(translateAliases(args))
+
+    def parseArgs(self, port: str | None = None) -> None:
+        if port is not None:
+            self.opt_port(port)
+
+    def postOptions(self) -> None:
+        _exclusive(self, _VERBOSITY)
+        _exclusive(self, [(name, text) for name, text, _ in _PREFERENCES])
+        self["transferSyntaxes"] = next(
+            (pref for name, _, pref in _PREFERENCES if self[name]),
+            TransferSyntaxPreference.DEFAULT,
+        )
+        self["logLevelValue"] = _effectiveLevel(self)
+        self["endpoints"] = _endpointDescriptions(self)
+        _checkEndpoints(self["endpoints"])
+
+
+def translateAliases(args: list[str]) -> list[str]:
+    """
+    Replace echoscp's single-dash multi-letter options (also in the
+    C{-aet=VALUE} form) with their long names; stop at C{--}.
+    """
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        if arg in ALIASES:
+            out.append(ALIASES[arg])
+        elif "=" in arg and arg.split("=", 1)[0] in ALIASES:
+            name, value = arg.split("=", 1)
+            out.append(f"{ALIASES[name]}={value}")
+        else:
+            out.append(arg)
+    return out
+
+
+def _exclusive(options: Options, group: Sequence[tuple[str, str]]) -> None:
+    given = [text for name, text in group if options[name]]
+    if len(given) > 1:
+        raise usage.UsageError(
+            f"argument {given[1]}: not allowed with argument {given[0]}"
+        )
+
+
+def _effectiveLevel(options: Options) -> LogLevel | None:
+    """
+    echoscp: errors only by default, -v info, -d debug, -q nothing; -ll
+    sets the level afterwards, except that -q leaves nothing to print.
+    """
+    if options["quiet"]:
+        return None
+    if options["log-level"] is not None:
+        return options["log-level"]  # type: ignore[no-any-return]
+    if options["debug"]:
+        return LogLevel.debug
+    if options["verbose"]:
+        return LogLevel.info
+    return LogLevel.error
+
+
+def _endpointDescriptions(options: Options) -> list[str]:
+    descriptions = list(options["listen"])
+    if descriptions and not options._portGiven:
+        return descriptions
+    port = options["port"]
+    if port.isdigit():
+        number = int(port)
+        if number > 65535:
+            raise usage.UsageError(f"port {port} is not in the range 0-65535")
+        bind = options["bind-address"]
+        if ":" in bind:
+            description = f"tcp6:{number}:interface={_escapeInterface(bind)}"
+        elif bind:
+            description = f"tcp:{number}:interface={_escapeInterface(bind)}"
+        else:
+            # echoscp's default: all IPv4 interfaces.
+            description = f"tcp:{number}:interface=0.0.0.0"
+    else:
+        if options["bind-address"]:
+            raise usage.UsageError(
+                "--bind-address goes with a port number, not an endpoint "
+                "description; put interface= in the description instead"
+            )
+        description = port
+    return descriptions + [description]
+
+
+def _checkEndpoints(descriptions: list[str]) -> None:
+    """
+    Parse every description now, so a mistake is a usage error and not a
+    traceback at start-up. Parsing needs no real reactor.
+    """
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    for description in descriptions:
+        try:
+            serverFromString(MemoryReactor(), description)
+        except (IndexError, KeyError) as e:
+            if description.startswith("systemd:"):
+                raise usage.UsageError(
+                    f"{description!r}: no such socket was inherited from systemd "
+                    f"(LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID must name it)"
+                ) from None
+            raise usage.UsageError(
+                f"invalid endpoint description {description!r}: {e!r}"
+            ) from None
+        except Exception as e:
+            raise usage.UsageError(
+                f"invalid endpoint description {description!r}: "
+                f"{type(e).__name__}: {e}"
+            ) from None
+
+
+class DICOMListeningService(StreamServerEndpointService):
+    """
+    Listens on one endpoint, logs the address it is bound to, and fails
+    start-up (rather than logging and carrying on) if it cannot listen.
+    """
+
+    _raiseSynchronously = True
+
+    def __init__(self, endpoint: Any, factory: Any, description: str) -> None:
+        super().__init__(endpoint, factory)
+        self.description = description
+        self.port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        assert self._waitingForPort is not None
+        self._waitingForPort.addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        address = port.getHost()
+        host = getattr(address, "host", None) or getattr(address, "name", "")
+        portNumber = getattr(address, "port", None)
+        log.info(
+            "Listening on {description} ({where})",
+            dicomEvent="listening",
+            peer="",
+            description=self.description,
+            address=repr(address),
+            host=str(host),
+            port=portNumber,
+            where=f"{host}:{portNumber}" if portNumber is not None else str(host),
+        )
+        return port
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """
+    A L{MultiService} of one listening service per endpoint, all sharing one
+    L{DICOMServerFactory} (and so one association count).
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    from dicomecho.protocol import DICOMServerFactory
+
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    setLogLevel(options["logLevelValue"])
+    factory = DICOMServerFactory(
+        options["ae-title"],
+        requireCalledAETitle=bool(options["require-called-aet"]),
+        allowedCallingAETitles=options["allow-calling-aet"],
+        maxPDULength=options["max-pdu"],
+        transferSyntaxes=options["transferSyntaxes"],
+        acseTimeout=options["acse-timeout"],
+        dimseTimeout=options["dimse-timeout"],
+        networkTimeout=options["network-timeout"],
+        maxAssociations=options["max-associations"],
+        clock=reactor,
+    )
+    top = MultiService()
+    for description in options["endpoints"]:
+        endpoint = serverFromString(reactor, description)
+        DICOMListeningService(endpoint, factory, description).setServiceParent(top)
+    return top
