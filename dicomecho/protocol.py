@@ -348,7 +348,16 @@ class DICOMAssociationProtocol(Protocol):
             self._perform(self._machine.associateResponse(outcome.ac))
             self._armIdleTimer()
         else:
-            log.info(
+            # echoscp reports a protocol version it cannot serve as an error
+            # (reference §3.1); every other rejection is information.
+            rj = outcome.rj
+            level = (
+                LogLevel.error
+                if (rj.result, rj.source, rj.reason) == (1, 2, 2)
+                else LogLevel.info
+            )
+            log.emit(
+                level,
                 "Rejecting Association",
                 dicomEvent="association-rejected",
                 peer=self._peer,

@@ -17,8 +17,9 @@ from typing import Any
 from twisted.internet import reactor, stdio
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Protocol
-from twisted.logger import formatEvent, globalLogBeginner
+from twisted.logger import LogLevel, formatEvent, globalLogBeginner
 
+from dicomecho.logs import setLogLevel
 from dicomecho.negotiation import TransferSyntaxPreference
 from dicomecho.protocol import DICOMServerFactory
 
@@ -47,6 +48,7 @@ def main() -> None:
     if "transferSyntaxes" in options:
         options["transferSyntaxes"] = TransferSyntaxPreference[options["transferSyntaxes"]]
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    setLogLevel(LogLevel.debug)
     factory = DICOMServerFactory(**options)
     endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
 

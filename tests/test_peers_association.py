@@ -56,10 +56,9 @@ ECHOSCU_TIMEOUT_OPTIONS = ["-to", "5", "-ts", "10", "-ta", "5", "-td", "5"]
 #: pynetdicom's ACSE, network, DIMSE and connection timeouts.
 PYNETDICOM_TIMEOUT = 10
 
-#: Events that end an association in the server's log.
-ENDINGS = frozenset(
-    {"association-released", "association-aborted", "association-rejected"}
-)
+#: The event that ends every connection in the server's log: it is logged
+#: when the connection closes, after any release, abort or rejection.
+SUMMARY = "association-summary"
 
 
 # --- the server subprocess ---------------------------------------------------
@@ -186,36 +185,33 @@ class ServerProcess:
             )
         return events
 
-    def associationEvents(
-        self, peer: str, endings: frozenset[str] = ENDINGS
-    ) -> list[Event]:
+    def associationEvents(self, peer: str) -> list[Event]:
         """
-        Wait for an event that ends the association of C{peer} (the
-        C{host:port} the server sees), then return that peer's events.
+        Wait until the connection of C{peer} (the C{host:port} the server
+        sees) has closed, then return that peer's events before its
+        association-summary.
         """
         events = self.waitFor(
-            lambda events: any(
-                e.peer == peer and e.name in endings for e in events
-            ),
-            f"the end of the association from {peer}",
+            lambda events: any(e.peer == peer and e.name == SUMMARY for e in events),
+            f"the end of the connection from {peer}",
         )
-        return [e for e in events if e.peer == peer]
+        return [e for e in events if e.peer == peer and e.name != SUMMARY]
 
-    def onlyAssociationSince(
-        self, mark: int, endings: frozenset[str] = ENDINGS
-    ) -> list[Event]:
+    def onlyAssociationSince(self, mark: int) -> list[Event]:
         """
         The events of the one association begun after C{mark}, once it has
         ended (for peers whose local port we cannot learn, like echoscu).
+        The association is the one whose A-ASSOCIATE-RQ is the first after
+        C{mark}; events of earlier connections that arrive late (such as
+        their association-summary, logged when they close) are left out.
         """
-        self.waitFor(
-            lambda events: any(e.name in endings for e in events[mark:]),
-            f"the end of an association after event {mark}",
+        events = self.waitFor(
+            lambda events: any(e.name == "associate-rq" for e in events[mark:]),
+            f"an A-ASSOCIATE-RQ after event {mark}",
         )
-        events = self.events(mark)
-        peers = {e.peer for e in events}
-        assert len(peers) == 1, (peers, events)
-        return events
+        requests = [e for e in events[mark:] if e.name == "associate-rq"]
+        assert len({e.peer for e in requests}) == 1, requests
+        return self.associationEvents(requests[0].peer)
 
     def failures(self) -> list[str]:
         """
@@ -997,9 +993,7 @@ def test_pynetdicomMaximumPDUBelowFloorAborted(pynetdicom, defaultServer):
     assert assoc.is_aborted
     (abort,) = received
     assert (abort.source, abort.reason_diagnostic) == (2, 6)
-    events = defaultServer.associationEvents(
-        peer, frozenset({"association-aborting"})
-    )
+    events = defaultServer.associationEvents(peer)
     assert names(events) == ["associate-rq", "invalid-pdu", "association-aborting"]
     invalid, aborting = events[1].fields, events[2].fields
     assert invalid["abortReason"] == 6

@@ -1,0 +1,57 @@
+# -*- test-case-name: tests.test_main -*-
+"""
+C{python -m dicomecho [options] port}: pynetdicom echoscp's command line,
+running the same service as C{twistd dicomecho} on the reactor, with
+echoscp-style log lines on stderr. Exits 0 on SIGINT or SIGTERM, 1 if it
+cannot listen, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from twisted.logger import LogLevel, globalLogBeginner
+from twisted.python import usage
+
+from dicomecho import __version__
+from dicomecho.logs import consoleObserver, isEnabled, startupLines
+from dicomecho.tap import Options, makeService
+
+PROG = "python -m dicomecho"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Parse C{argv} (default: C{sys.argv[1:]}) and serve until stopped.
+
+    @return: the exit status.
+    """
+    options = Options()
+    try:
+        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+    except usage.UsageError as e:
+        print(f"usage: {PROG} {options.synopsis}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+
+    from twisted.internet import reactor
+
+    globalLogBeginner.beginLoggingTo([consoleObserver(sys.stderr)], redirectStandardIO=False)
+    service = makeService(options, reactor)
+    if isEnabled(LogLevel.debug):
+        for line in startupLines(__version__):
+            print(line, file=sys.stderr)
+    try:
+        service.privilegedStartService()
+    except Exception as e:
+        print(f"E: cannot listen: {e}", file=sys.stderr)
+        return 1
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()  # its SIGINT/SIGTERM handlers stop it cleanly
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

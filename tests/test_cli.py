@@ -1,0 +1,401 @@
+"""
+The commands a user runs, run as subprocesses exactly as a user would:
+C{twistd -n dicomecho}, C{python -m dicomecho}, the C{dicomecho} script and
+the example C{.tac}; echoed with DCMTK's echoscu, their log lines checked
+against echoscp's (reference §9), their exits on signals and errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from dicomecho import __version__
+from dicomecho.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from tests.peers import requireEchoscu
+
+pytestmark = pytest.mark.peer
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+LISTENING = re.compile(r"Listening on .*\((?:[\d.]+|[\w:.]+):(\d+)\)")
+TIMEOUT = 20.0
+
+
+class Server:
+    """
+    A server subprocess whose stdout and stderr lines are collected by a
+    thread; every wait is bounded.
+    """
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def waitFor(self, pattern: re.Pattern[str] | str, timeout: float = TIMEOUT) -> re.Match[str]:
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                match = regex.search(line)
+                if match:
+                    return match
+            if self.process.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"no line matching {regex.pattern!r} in:\n" + "\n".join(self.lines))
+
+    def port(self) -> int:
+        return int(self.waitFor(LISTENING).group(1))
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=TIMEOUT)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(timeout=TIMEOUT)
+            self._reader.join(timeout=TIMEOUT)
+
+
+def stoppedCleanly(status: int, sig: int = signal.SIGTERM) -> bool:
+    """
+    twistd ends by re-raising the signal that stopped it (Twisted's
+    convention; systemd counts it as a clean stop); python -m exits 0.
+    """
+    return status in (0, -sig)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.stop(signal.SIGKILL)
+
+
+def start(servers: list[Server], args: list[str], **kw: object) -> Server:
+    server = Server(args, **kw)  # type: ignore[arg-type]
+    servers.append(server)
+    return server
+
+
+def echoscu(port: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [requireEchoscu(), "-aet", "MYSCU", "-aec", "ECHOSCP", *extra, "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+TWISTD = [str(BIN / "twistd"), "-n", "--pidfile="]
+PYTHON_M = [sys.executable, "-m", "dicomecho"]
+
+
+def settled(server: Server, last: str) -> list[str]:
+    """
+    The server's lines once C{last} has been logged.
+    """
+    server.waitFor(re.escape(last))
+    return list(server.lines)
+
+
+def test_twistdEchoscpLines(servers: list[Server]) -> None:
+    """
+    twistd -n dicomecho -v with dicomecho's console observer prints
+    exactly echoscp's -v lines for a DCMTK echo (reference §9.1), after the
+    line saying where it listens.
+    """
+    server = start(
+        servers,
+        TWISTD + ["--logger", "dicomecho.logs.consoleObserver", "dicomecho",
+                  "--port", "tcp:0:interface=127.0.0.1", "-v"],
+    )
+    port = server.port()
+    result = echoscu(port)
+    assert result.returncode == 0, result.stderr
+    lines = settled(server, "I: Association Released")
+    assert lines[-3:] == [
+        "I: Accepting Association",
+        "I: Received Echo Request (MsgID 1)",
+        "I: Association Released",
+    ]
+    assert lines[0].startswith("I: Listening on tcp:0:interface=127.0.0.1 (127.0.0.1:")
+    assert stoppedCleanly(server.stop())
+
+
+def test_twistdDefaultObserver(servers: list[Server]) -> None:
+    """
+    Under twistd's own observer the same events appear, with twistd's
+    timestamps, in the dicomecho namespace.
+    """
+    server = start(servers, TWISTD + ["dicomecho", "-p", "tcp:0:interface=127.0.0.1", "-v"])
+    port = server.port()
+    assert echoscu(port).returncode == 0
+    server.waitFor(r"\[dicomecho#info\] Association Released")
+    assert any("[dicomecho#info] Received Echo Request (MsgID 1)" in l for l in server.lines)
+    assert stoppedCleanly(server.stop())
+
+
+def test_defaultModeIsQuiet(servers: list[Server]) -> None:
+    """
+    Without -v only errors print: a normal echo prints nothing (echoscp's
+    default), but a non-DICOM client's bytes give one E: line naming it.
+    """
+    server = start(servers, PYTHON_M + ["-ba", "127.0.0.1", "--listen", "tcp:0:interface=127.0.0.1"])
+    # The listening line is info-level, so find the port from the socket list.
+    port = _listeningPort(server)
+    assert echoscu(port).returncode == 0
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(10) == bytes.fromhex("07000000000400000201")
+    server.waitFor("^E: ")
+    errors = [l for l in server.lines if l]
+    assert len(errors) == 1 and "looks like an HTTP request" in errors[0], errors
+    assert server.stop() == 0
+
+
+def _listeningPort(server: Server) -> int:
+    """
+    The TCP port the server process listens on, from /proc.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        fds = Path(f"/proc/{server.process.pid}/fd")
+        inodes = set()
+        for fd in fds.iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                return int(fields[1].split(":")[1], 16)
+        time.sleep(0.05)
+    raise AssertionError(f"process {server.process.pid} has no listening TCP socket")
+
+
+def test_pythonMEchoscpCommandLine(servers: list[Server]) -> None:
+    """
+    python -m dicomecho takes echoscp's command line (options, then the
+    port) and prints echoscp's -v lines.
+    """
+    server = start(servers, PYTHON_M + ["-aet", "ECHOSCP", "-ta", "30", "-x=", "-ba", "127.0.0.1", "-v", "0"])
+    port = server.port()
+    result = echoscu(port, "--repeat", "2")
+    assert result.returncode == 0
+    lines = settled(server, "I: Association Released")
+    assert lines[1:] == [
+        "I: Accepting Association",
+        "I: Received Echo Request (MsgID 1)",
+        "I: Received Echo Request (MsgID 2)",
+        "I: Association Released",
+    ]
+    assert server.stop(signal.SIGINT) == 0
+
+
+def test_debugBlocks(servers: list[Server]) -> None:
+    """
+    -d prints reference §9.2's blocks with true values: our implementation
+    UID and version, the real responding AE title, and no pydicom line.
+    """
+    server = start(servers, PYTHON_M + ["-d", "-ba", "127.0.0.1", "0"])
+    port = server.port()
+    assert echoscu(port).returncode == 0
+    lines = settled(server, "I: Association Released")
+    expected = [
+        f"D: dicomecho v{__version__}",
+        "D: ",
+        "D: Request Parameters:",
+        "D: ======================= INCOMING A-ASSOCIATE-RQ PDU ========================",
+        "D: Their Implementation Class UID:      1.2.276.0.7230010.3.0.3.6.7",
+        "D: Their Implementation Version Name:   OFFIS_DCMTK_367",
+        "D: Application Context Name:    1.2.840.10008.3.1.1.1",
+        "D: Calling Application Name:    MYSCU",
+        "D: Called Application Name:     ECHOSCP",
+        "D: Their Max PDU Receive Size:  16384",
+        "D: Presentation Context:",
+        "D:   Context ID:        1 (Proposed)",
+        "D:     Abstract Syntax: =Verification SOP Class",
+        "D:     Proposed SCP/SCU Role: Default",
+        "D:     Proposed Transfer Syntax:",
+        "D:       =Implicit VR Little Endian",
+        "D: Requested Extended Negotiation: None",
+        "D: Requested Common Extended Negotiation: None",
+        "D: Requested Asynchronous Operations Window Negotiation: None",
+        "D: Requested User Identity Negotiation: None",
+        "D: ========================== END A-ASSOCIATE-RQ PDU ==========================",
+        "I: Accepting Association",
+        "D: Accept Parameters:",
+        "D: ======================= OUTGOING A-ASSOCIATE-AC PDU ========================",
+        f"D: Our Implementation Class UID:      {IMPLEMENTATION_CLASS_UID}",
+        f"D: Our Implementation Version Name:   {IMPLEMENTATION_VERSION_NAME}",
+        "D: Application Context Name:    1.2.840.10008.3.1.1.1",
+        "D: Responding Application Name: ECHOSCP",
+        "D: Our Max PDU Receive Size:    16382",
+        "D: Presentation Contexts:",
+        "D:   Context ID:        1 (Accepted)",
+        "D:     Abstract Syntax: =Verification SOP Class",
+        "D:     Accepted SCP/SCU Role: Default",
+        "D:     Accepted Transfer Syntax: =Implicit VR Little Endian",
+        "D: Accepted Extended Negotiation: None",
+        "D: Accepted Asynchronous Operations Window Negotiation: None",
+        "D: User Identity Negotiation Response: None",
+        "D: ========================== END A-ASSOCIATE-AC PDU ==========================",
+        "I: Received Echo Request (MsgID 1)",
+        "D: ========================== INCOMING DIMSE MESSAGE ==========================",
+        "D: Message Type                  : C-ECHO RQ",
+        "D: Presentation Context ID       : 1",
+        "D: Message ID                    : 1",
+        "D: Data Set                      : None",
+        "D: ============================ END DIMSE MESSAGE =============================",
+        "I: Association Released",
+    ]
+    body = [l for l in lines if not LISTENING.search(l) and "Connection from" not in l]
+    assert body == expected
+    assert not any("pydicom.read_dataset" in l for l in lines)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("command", ["python -m", "twistd"])
+def test_signalsExitCleanly(servers: list[Server], sig: int, command: str) -> None:
+    """
+    SIGINT and SIGTERM stop the server promptly: python -m dicomecho exits
+    0, twistd by the same signal (Twisted's convention).
+    """
+    args = (PYTHON_M + ["-v", "-ba", "127.0.0.1", "0"]) if command == "python -m" else (
+        TWISTD + ["dicomecho", "-v", "--port", "tcp:0:interface=127.0.0.1"]
+    )
+    server = start(servers, args)
+    server.port()
+    began = time.monotonic()
+    status = server.stop(sig)
+    assert status == 0 if command == "python -m" else stoppedCleanly(status, sig)
+    assert time.monotonic() - began < 5
+
+
+def test_exitStatuses(servers: list[Server]) -> None:
+    """
+    python -m dicomecho: --version prints and exits 0, a usage error exits 2
+    with echoscp-style "error:" text, a port already in use exits 1.
+    """
+    version = subprocess.run(PYTHON_M + ["--version"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert (version.returncode, version.stdout.strip()) == (0, f"dicomecho v{__version__}")
+    usage = subprocess.run(PYTHON_M + ["-v", "-d", "11112"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert usage.returncode == 2
+    assert "error: argument -d/--debug: not allowed with argument -v/--verbose" in usage.stderr
+    assert "Traceback" not in usage.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = subprocess.run(
+            PYTHON_M + ["-ba", "127.0.0.1", str(taken.getsockname()[1])],
+            capture_output=True, text=True, timeout=TIMEOUT,
+        )
+    assert busy.returncode == 1
+    assert "cannot listen" in busy.stderr and "Traceback" not in busy.stderr
+
+
+def test_consoleScript() -> None:
+    """
+    The installed dicomecho console script runs the same command line.
+    """
+    result = subprocess.run([str(BIN / "dicomecho"), "--version"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert (result.returncode, result.stdout.strip()) == (0, f"dicomecho v{__version__}")
+
+
+def test_twistdListsPlugin() -> None:
+    """
+    After installation twistd --help lists the dicomecho subcommand.
+    """
+    result = subprocess.run([str(BIN / "twistd"), "--help"], capture_output=True, text=True, timeout=TIMEOUT, cwd="/")
+    assert re.search(r"^\s+dicomecho\s+DICOM Verification SCP", result.stdout, re.M), result.stdout
+
+
+def test_jsonObserverSummary(servers: list[Server]) -> None:
+    """
+    twistd --logger dicomecho.logs.jsonObserver writes one JSON object per
+    line; each association yields a summary with peer, AE titles, context,
+    outcome and duration, and no object or secret leaks into it.
+    """
+    server = start(servers, TWISTD + ["--logger", "dicomecho.logs.jsonObserver", "dicomecho", "-v", "--port", "tcp:0:interface=127.0.0.1"])
+    match = server.waitFor(r'"dicomEvent": "listening"')
+    port = json.loads(match.string)["port"]
+    assert echoscu(port).returncode == 0
+    line = server.waitFor(r'"dicomEvent": "association-summary"').string
+    summary = json.loads(line)
+    assert summary["callingAETitle"] == "MYSCU" and summary["calledAETitle"] == "ECHOSCP"
+    assert summary["peerHost"] == "127.0.0.1" and summary["outcome"] == "released"
+    assert summary["contexts"] == ["1:1.2.840.10008.1.1/1.2.840.10008.1.2"]
+    assert summary["messages"] == 1 and summary["durationSeconds"] >= 0
+    assert stoppedCleanly(server.stop())
+
+
+def _freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_tacComposition(servers: list[Server]) -> None:
+    """
+    The example .tac runs dicomecho and a twisted.web health page in one
+    process; both answer.
+    """
+    dicomPort, webPort = _freePort(), _freePort()
+    server = start(
+        servers,
+        TWISTD + ["-y", str(ROOT / "examples" / "dicomecho_web.tac")],
+        env={
+            "DICOMECHO_LISTEN": f"tcp:{dicomPort}:interface=127.0.0.1",
+            "HEALTH_LISTEN": f"tcp:{webPort}:interface=127.0.0.1",
+        },
+    )
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{webPort}/health", timeout=5) as r:
+                assert r.read() == b"ok\n"
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.process.poll() is not None:
+                raise
+            time.sleep(0.1)
+    result = echoscu(dicomPort, "-v")
+    assert result.returncode == 0 and "Received Echo Response (Success)" in result.stderr + result.stdout
+    server.waitFor("I: Association Released")
+    assert stoppedCleanly(server.stop())
