@@ -241,3 +241,17 @@ def test_pluginImportsNothingHeavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_readmeDocumentsEveryOption() -> None:
+    """
+    README.rst's options table names every long option Options accepts, so
+    the documentation cannot fall behind the code.
+    """
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.rst").read_text()
+    options = Options()
+    names = set(options.longOpt) - {"help"}
+    missing = sorted(n.rstrip("=") for n in names if f"``--{n.rstrip('=')}" not in readme)
+    assert missing == []
