@@ -204,8 +204,10 @@ def _renderListening(event: LogEvent, level: LogLevel, debug: bool) -> list[_Lin
     else:
         # A UNIX socket: its path only.
         where = f"{host}"
-    description = event.get("description") or event.get("address")
-    return _main(level, f"Listening on {valueText(description)} ({valueText(where)})")
+    # Our own endpoint description: escaped, but its backslashes (endpoint
+    # syntax, e.g. interface=\:\:) are kept as they are.
+    description = escape(str(event.get("description") or event.get("address")), backslash=False)
+    return _main(level, f"Listening on {description} ({valueText(where)})")
 
 
 def _renderAssociateRQ(event: LogEvent, level: LogLevel, debug: bool) -> list[_Line]:

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.peer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-LISTENING = re.compile(r"Listening on .*\((?:[\d.]+|[\w:.]+):(\d+)\)")
+LISTENING = re.compile(r"Listening on .*\(\S*:(\d+)\)")
 TIMEOUT = 20.0
 
 
@@ -399,3 +399,30 @@ def test_tacComposition(servers: list[Server]) -> None:
     assert result.returncode == 0 and "Received Echo Response (Success)" in result.stderr + result.stdout
     server.waitFor("I: Association Released")
     assert stoppedCleanly(server.stop())
+
+
+def test_bindAddresses(servers: list[Server]) -> None:
+    """
+    -ba :: listens on IPv6 and IPv4 (pynetdicom over ::1, echoscu over
+    127.0.0.1, since DCMTK 3.6.7's echoscu takes no IPv6 address); -ba
+    localhost resolves the host name.
+    """
+    from tests.peers import requirePynetdicom
+
+    requirePynetdicom()
+    from pynetdicom import AE
+
+    dual = start(servers, PYTHON_M + ["-v", "-ba", "::", "0"])
+    port = dual.port()
+    assert dual.waitFor(LISTENING).string.startswith("I: Listening on tcp6:0:interface=\\:\\: ([::]:")
+    ae = AE()
+    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 10
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("::1", port)
+    assert assoc.is_established
+    assert assoc.send_c_echo().Status == 0
+    assoc.release()
+    assert echoscu(port).returncode == 0
+    named = start(servers, PYTHON_M + ["-v", "-ba", "localhost", "0"])
+    assert "(127.0.0.1:" in named.waitFor(LISTENING).string
+    assert echoscu(named.port()).returncode == 0
