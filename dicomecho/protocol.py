@@ -20,11 +20,17 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Iterable, Sequence
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from dicomecho.dimse import (
     CommandField,
@@ -67,6 +73,9 @@ from dicomecho.pdu import Abort, AssociateRQ, decodePDU
 from dicomecho.verification import DIMSEResponse, IServiceResponder, VerificationResponder
 
 __all__ = ["DICOMAssociationProtocol", "DICOMServerFactory"]
+
+#: Seconds a closing connection may take to flush before it is dropped.
+_CLOSE_GRACE = 1.0
 
 
 def _commandName(commandField: int) -> str:
@@ -161,16 +170,103 @@ class DICOMServerFactory(ServerFactory):
         self.maxAssociations = maxAssociations
         self.maxAssociateLength = maxAssociateLength
         self.activeAssociations = 0
+        self.draining = False
+        self._protocols: set[DICOMAssociationProtocol] = set()
+        self._drained: Deferred[None] | None = None
+        self._drainCalls: list[IDelayedCall] = []
 
     def buildProtocol(self, addr: Any) -> DICOMAssociationProtocol:
         protocol = DICOMAssociationProtocol(self)
         protocol.factory = self
         return protocol
 
+    @property
+    def openConnections(self) -> int:
+        """
+        Connections currently open, associated or not.
+        """
+        return len(self._protocols)
 
+    def drain(self, grace: float) -> Deferred[None]:
+        """
+        Shut down gracefully: close connections that hold no association
+        at once, let established associations finish for C{grace} seconds,
+        then A-ABORT the rest. New requests are rejected meanwhile
+        (transient, local-limit-exceeded).
+
+        @return: a L{Deferred} that fires when every connection is closed,
+            at the latest about one second after C{grace}.
+        """
+        if self._drained is not None:
+            return self._drained
+        self.draining = True
+        log.info(
+            "Shutting down: {associations} association(s) may finish within {grace} s",
+            dicomEvent="shutdown",
+            peer="",
+            associations=self.activeAssociations,
+            connections=len(self._protocols),
+            grace=grace,
+        )
+        for protocol in list(self._protocols):
+            protocol._shutdownStarted()
+        if not self._protocols:
+            self._drained = succeed(None)
+            return self._drained
+        self._drained = Deferred()
+        later = self.clock.callLater
+        self._drainCalls = [
+            later(grace, self._abortRemaining),
+            later(grace + 0.5, self._closeRemaining),
+            later(grace + 0.9, self._drainFinished),
+        ]
+        return self._drained
+
+    def _abortRemaining(self) -> None:
+        if self._protocols:
+            log.info(
+                "Aborting {count} association(s) still open after the grace period",
+                dicomEvent="shutdown-abort",
+                peer="",
+                count=len(self._protocols),
+            )
+        for protocol in list(self._protocols):
+            protocol._abortForShutdown()
+
+    def _closeRemaining(self) -> None:
+        # Peers that do not read keep our A-ABORT in the send buffer: drop
+        # those connections without waiting for the flush.
+        for protocol in list(self._protocols):
+            protocol._forceClose()
+
+    def _drainFinished(self) -> None:
+        self._drainCalls = [c for c in self._drainCalls if c.active()]
+        for call in self._drainCalls:
+            call.cancel()
+        self._drainCalls = []
+        drained, self._drained = self._drained, succeed(None)
+        if drained is not None and not drained.called:
+            drained.callback(None)
+
+    def _protocolStarted(self, protocol: DICOMAssociationProtocol) -> None:
+        self._protocols.add(protocol)
+
+    def _protocolEnded(self, protocol: DICOMAssociationProtocol) -> None:
+        self._protocols.discard(protocol)
+        if self.draining and not self._protocols and self._drainCalls:
+            self._drainFinished()
+
+
+@implementer(IPushProducer)
 class DICOMAssociationProtocol(Protocol):
     """
     One DICOM association, acceptor side, over one transport.
+
+    The protocol is its transport's streaming producer: when the transport's
+    send buffer fills (a peer that pipelines requests and does not read the
+    responses) it is paused, stops reading from the peer and stops handling
+    buffered requests, so memory stays bounded; it resumes when the buffer
+    drains.
     """
 
     def __init__(self, factory: DICOMServerFactory) -> None:
@@ -184,11 +280,13 @@ class DICOMAssociationProtocol(Protocol):
         self._artim: IDelayedCall | None = None
         self._idle: IDelayedCall | None = None
         self._dimse: IDelayedCall | None = None
+        self._closing: IDelayedCall | None = None
         self._lastReceived = 0.0
         self._acceptance: Acceptance | None = None
         self._assembler: MessageAssembler | None = None
         self._counted = False
         self._releasing = False
+        self._paused = False
         # Responses not yet sent, in request order: each entry is a list
         # holding the encoded PDUs once they are ready.
         self._pending: deque[list[list[bytes] | None]] = deque()
@@ -220,13 +318,24 @@ class DICOMAssociationProtocol(Protocol):
             self._peerHost if self._peerPort is None else f"{self._peerHost}:{self._peerPort}"
         )
         self._started = self._clock.seconds()
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._config._protocolStarted(self)
         self._perform(self._machine.transportConnected())
+        if self._config.draining:
+            self._close()
 
     def dataReceived(self, data: bytes) -> None:
         self._lastReceived = self._clock.seconds()
+        self._framer.receiveData(data)
+        self._handleFrames()
+
+    def _handleFrames(self) -> None:
+        """
+        Handle the complete PDUs buffered in the framer, until it needs more
+        bytes, the association is over, or the transport paused us.
+        """
         framer = self._framer
-        framer.receiveData(data)
-        while self._machine.state is not State.STA1:
+        while self._machine.state is not State.STA1 and not self._paused:
             try:
                 frame = framer.nextFrame()
                 if frame is None:
@@ -240,11 +349,26 @@ class DICOMAssociationProtocol(Protocol):
                 continue
             self._perform(self._machine.pduReceived(pdu))
 
+    # --- IPushProducer: backpressure from the transport's send buffer --------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+        self._handleFrames()
+
+    def stopProducing(self) -> None:
+        self._paused = True
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._machine.state is not State.STA1:
             self._perform(self._machine.transportClosed())
         self._cancelTimers()
         self._uncount()
+        self._config._protocolEnded(self)
         self._logSummary()
 
     def _logSummary(self) -> None:
@@ -294,7 +418,7 @@ class DICOMAssociationProtocol(Protocol):
             elif kind is StopARTIM:
                 self._stopARTIM()
             elif kind is CloseTransport:
-                self.transport.loseConnection()
+                self._close()
             elif kind is AssociateIndication:
                 self._associateIndication(effect.rq)  # type: ignore[union-attr]
             elif kind is ReleaseIndication:
@@ -321,7 +445,8 @@ class DICOMAssociationProtocol(Protocol):
             outcome = negotiate(
                 rq,
                 config.policy,
-                atCapacity=config.activeAssociations >= config.maxAssociations,
+                atCapacity=config.draining
+                or config.activeAssociations >= config.maxAssociations,
             )
         except InvalidAssociateRequest as error:
             self._logInvalid(error)
@@ -370,6 +495,9 @@ class DICOMAssociationProtocol(Protocol):
             )
             self._setOutcome("rejected", outcome.reason)
             self._perform(self._machine.associateResponse(outcome.rj))
+            # Nothing can follow a rejection: close once the RJ is flushed
+            # (Sta13 still runs ARTIM until the close completes).
+            self._close()
 
     # --- data transfer ----------------------------------------------------------
 
@@ -491,6 +619,37 @@ class DICOMAssociationProtocol(Protocol):
     def _abortFor(self, error: DIMSEError) -> None:
         self._localAbort(Abort(error.abortSource, error.abortReason), str(error))
 
+    def _shutdownStarted(self) -> None:
+        """
+        The server is shutting down: a connection without an association
+        (awaiting its request, or already over) is closed now.
+        """
+        if self._machine.state not in (State.STA3, State.STA6, State.STA8):
+            self._close()
+
+    def _abortForShutdown(self) -> None:
+        self._localAbort(Abort(), "server shutting down")
+        self._close()
+
+    def _close(self) -> None:
+        """
+        Close once what was written is flushed; if a peer that does not read
+        keeps it from flushing, drop the connection a second later.
+        """
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        if self._closing is None:
+            self._closing = self._clock.callLater(_CLOSE_GRACE, self._forceClose)
+
+    def _forceClose(self) -> None:
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
+        self._closing = None
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
     def _localAbort(self, abort: Abort, why: str) -> None:
         """
         Send C{abort} (Evt15, AA-1) for a fault we detected after the
@@ -539,7 +698,7 @@ class DICOMAssociationProtocol(Protocol):
         self._localAbort(Abort(), f"{what} timeout")
         # Nothing more is expected from a peer that went quiet: close now
         # rather than wait out ARTIM in Sta13.
-        self.transport.loseConnection()
+        self._close()
 
     def _startARTIM(self) -> None:
         self._stopARTIM()
@@ -587,10 +746,10 @@ class DICOMAssociationProtocol(Protocol):
 
     def _cancelTimers(self) -> None:
         self._stopARTIM()
-        for call in (self._idle, self._dimse):
+        for call in (self._idle, self._dimse, self._closing):
             if call is not None and call.active():
                 call.cancel()
-        self._idle = self._dimse = None
+        self._idle = self._dimse = self._closing = None
 
     def _endAssociation(self) -> None:
         """

@@ -30,9 +30,16 @@ from dicomecho.negotiation import (
     TransferSyntaxPreference,
 )
 
-__all__ = ["Options", "makeService", "DICOMListeningService", "validateAETitle"]
+__all__ = [
+    "Options",
+    "makeService",
+    "DICOMEchoService",
+    "DICOMListeningService",
+    "validateAETitle",
+]
 
 DEFAULT_PORT = "11112"
+DEFAULT_SHUTDOWN_GRACE = 5.0
 
 #: echoscp's single-dash spellings and the long options they stand for.
 ALIASES = {
@@ -163,6 +170,7 @@ class Options(usage.Options):
         ["max-pdu", None, DEFAULT_MAX_PDU_LENGTH, "set max receive pdu to n bytes, 0 for unlimited [-pdu]", _maxPDU],
         ["bind-address", None, "", "address of the network interface to listen on; unset: all IPv4 interfaces, '::' for IPv6 and IPv4 [-ba]"],
         ["max-associations", None, DEFAULT_MAX_ASSOCIATIONS, "reject (transient, local-limit-exceeded) beyond this many live associations", _positive],
+        ["shutdown-grace", None, DEFAULT_SHUTDOWN_GRACE, "on SIGTERM/SIGINT, seconds established associations may take to finish before they are aborted", _seconds],
     ]
 
     def __init__(self) -> None:
@@ -368,10 +376,38 @@ class DICOMListeningService(StreamServerEndpointService):
         return port
 
 
+class DICOMEchoService(MultiService):
+    """
+    The listening services of one factory. Stopping it stops listening at
+    once, then drains the factory: established associations get the grace
+    period to finish, the rest are aborted (L{DICOMServerFactory.drain}).
+    """
+
+    def __init__(self, factory: Any, grace: float, reactor: Any) -> None:
+        super().__init__()
+        self.factory = factory
+        self.grace = grace
+        self._reactor = reactor
+
+    def stopService(self) -> Any:
+        stopped = super().stopService()
+        stopped.addCallback(lambda _: self.factory.drain(self.grace))
+        stopped.addCallback(self._drained)
+        return stopped
+
+    def _drained(self, _: object) -> None:
+        # twistd re-raises a SIGTERM/SIGINT after the reactor stops, so the
+        # process would die by that signal. The shutdown it asked for has
+        # completed in order, so report it as success (exit status 0).
+        # _exitSignal is private reactor state, hence the guard.
+        if getattr(self._reactor, "_exitSignal", None) is not None:
+            self._reactor._exitSignal = None
+
+
 def makeService(options: Options, reactor: Any = None) -> IService:
     """
-    A L{MultiService} of one listening service per endpoint, all sharing one
-    L{DICOMServerFactory} (and so one association count).
+    A L{DICOMEchoService} of one listening service per endpoint, all
+    sharing one L{DICOMServerFactory} (and so one association count).
     """
     from twisted.internet.endpoints import serverFromString
 
@@ -394,7 +430,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         maxAssociations=options["max-associations"],
         clock=reactor,
     )
-    top = MultiService()
+    top = DICOMEchoService(factory, options["shutdown-grace"], reactor)
     for description in options["endpoints"]:
         endpoint = serverFromString(reactor, description)
         DICOMListeningService(endpoint, factory, description).setServiceParent(top)

@@ -715,3 +715,143 @@ def test_artimExpiryLoggedAtDebug(make: Any) -> None:
     (closed,) = [e for e in events if e.get("dicomEvent") == "connection-closed"]
     assert closed["log_level"].name == "debug"
     h.close()
+
+
+def test_rejectionClosesAfterFlush(make: Any) -> None:
+    """
+    After an A-ASSOCIATE-RJ the connection is closed as soon as the RJ is
+    written; ARTIM (Sta13) stops when the close completes.
+    """
+    h = make(maxAssociations=1)
+    other = make(factory=h.factory)
+    h.send(rq())
+    other.send(rq())
+    assert other.received() == [AssociateRJ(2, 3, 2)]
+    assert other.transport.disconnecting
+    other.close()
+    assert other.protocol.state is State.STA1
+    h.close()
+
+
+def test_backpressurePausesReading(make: Any) -> None:
+    """
+    When the transport's send buffer is full it pauses the protocol, which
+    stops reading from the peer and leaves further requests unhandled in the
+    framer; resuming handles them, in order.
+    """
+    h = make()
+    assert h.transport.producer is h.protocol and h.transport.streaming
+    h.send(rq())
+    h.received()
+    h.protocol.pauseProducing()
+    assert h.transport.producerState == "paused"
+    h.send(b"".join(encode(echo(i)) for i in range(1, 101)))
+    assert h.received() == []
+    h.protocol.resumeProducing()
+    assert h.transport.producerState == "producing"
+    out = responses(h.received())
+    assert [r[tag("MessageIDBeingRespondedTo")] for r in out] == list(range(1, 101))
+    h.close()
+
+
+class PausingTransport(TCPStringTransport):
+    """
+    Pauses its producer once more than C{limit} bytes are waiting, as a TCP
+    transport does when its send buffer fills.
+    """
+
+    limit = 1000
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.value()) > self.limit and self.producer is not None:
+            self.producer.pauseProducing()
+
+
+def test_peerThatNeverReads(clock: Clock) -> None:
+    """
+    A peer that pipelines thousands of requests and reads nothing gets only
+    as many responses as fit the send buffer; the rest stay unread in the
+    framer (bounded by what was received) until the peer reads.
+    """
+    factory = DICOMServerFactory(clock=clock)
+    protocol = factory.buildProtocol(None)
+    transport = PausingTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(encode(rq()))
+    burst = b"".join(encode(echo(i)) for i in range(1, 2001))
+    protocol.dataReceived(burst)
+    assert transport.producerState == "paused"
+    written = splitStream(transport.value(), maxPDataLength=0)
+    assert len(written) < 20
+    transport.clear()
+    handled = len(written) - 1
+    while transport.producerState == "paused":
+        protocol.resumeProducing()
+        handled += len(splitStream(transport.value(), maxPDataLength=0))
+        transport.clear()
+    assert handled == 2000
+    protocol.connectionLost()
+
+
+def test_drainLetsAssociationsFinish(make: Any, clock: Clock) -> None:
+    """
+    drain() closes connections without an association at once, lets an
+    established one finish within the grace period, and fires when the last
+    connection has closed; new requests meanwhile are rejected.
+    """
+    factory = DICOMServerFactory(clock=clock)
+    idle = make(factory=factory)
+    busy = make(factory=factory)
+    busy.send(rq())
+    busy.received()
+    drained = factory.drain(5)
+    assert idle.transport.disconnecting and not busy.transport.disconnecting
+    idle.close()
+    assert not drained.called
+    busy.send(echo(1), ReleaseRQ())
+    out = busy.received()
+    assert out[-1] == ReleaseRP()
+    clock.advance(1)
+    busy.close()
+    assert drained.called
+    late = make(factory=factory)
+    assert late.transport.disconnecting
+    late.close()
+
+
+def test_drainAbortsAfterGrace(make: Any, clock: Clock) -> None:
+    """
+    An association still open when the grace period ends gets A-ABORT (0, 0)
+    and is closed; drain() fires within grace + 1 s even if the peer never
+    lets the close complete.
+    """
+    factory = DICOMServerFactory(clock=clock)
+    h = make(factory=factory)
+    h.send(rq())
+    h.received()
+    drained = factory.drain(3)
+    clock.advance(2.9)
+    assert h.received() == []
+    clock.advance(0.2)
+    assert h.received() == [Abort(0, 0)]
+    assert h.transport.disconnecting
+    clock.advance(0.8)
+    assert drained.called
+    h.close()
+
+
+def test_closeThatCannotFlushIsForced(make: Any) -> None:
+    """
+    When a close started by a timer cannot complete (a peer that does not
+    read), the connection is dropped one second later; no timer is left.
+    """
+    h = make(networkTimeout=2)
+    h.send(rq())
+    h.received()
+    h.clock.advance(2)
+    assert h.received() == [Abort(0, 0)]
+    assert h.transport.disconnecting and not h.transport.disconnected
+    h.clock.advance(1)
+    assert h.transport.disconnected
+    h.close()
