@@ -612,6 +612,9 @@ class DICOMAssociationProtocol(Protocol):
                 peer=self._peer,
             )
             self._setOutcome("released", "A-RELEASE completed")
+            if self._config.draining:
+                # Shutting down: do not wait in Sta13 for the peer to close.
+                self._close()
             self._endAssociation()
 
     # --- aborts and timers -------------------------------------------------------
