@@ -16,6 +16,7 @@ from dicomecho.items import PresentationContextRQ, UserInformation
 from dicomecho.pdu import AssociateAC, AssociateRQ
 
 __all__ = [
+    "MAX_VALUE_LENGTH",
     "escape",
     "banner",
     "valueText",
@@ -39,6 +40,9 @@ def banner(title: str) -> str:
     return f"{' ' + title + ' ':=^{_WIDTH}}"
 
 
+#: Peer-supplied values longer than this are cut in log lines.
+MAX_VALUE_LENGTH = 128
+
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -48,10 +52,16 @@ def escape(text: str, backslash: bool = True) -> str:
     printable (controls, line breaks, C1 controls, format characters) become
     C{repr}-style escapes such as C{\\x01}.
 
-    @param backslash: also double backslashes, so an escape in the output
-        cannot have been sent literally; for raw peer values. Pass C{False}
-        for our own sentences, which already quote peer values with C{repr}.
+    @param backslash: treat C{text} as a raw peer value: also double
+        backslashes, so an escape in the output cannot have been sent
+        literally, and cut it after L{MAX_VALUE_LENGTH} characters. Pass
+        C{False} for our own sentences, which already quote peer values
+        with C{repr}.
     """
+    if backslash and len(text) > MAX_VALUE_LENGTH:
+        # A peer's value (a UID can be 64 KiB): keep the start, say the rest.
+        extra = len(text) - MAX_VALUE_LENGTH
+        return escape(text[:MAX_VALUE_LENGTH]) + f"... ({extra} more characters)"
     if text.isprintable() and (not backslash or "\\" not in text):
         return text
     out = []
@@ -91,6 +101,10 @@ def _uidName(uid: str | None) -> str:
     """
     if uid is None:
         return "None"
+    if len(uid) > 64 or not uid.isprintable():
+        # Not a UID pydicom could know (PS3.5 §9.1: at most 64 characters),
+        # and pydicom would warn about it with the whole value.
+        return escape(uid)
     try:
         name = str(UID(uid).name)
     except Exception:

@@ -1158,3 +1158,27 @@ def test_jsonFailureAndQuiet() -> None:
     setLogLevel(None)
     observer(event("association-summary", outcome="released"))
     assert len(stream.getvalue().splitlines()) == 1
+
+
+def test_hostileValuesAreCutAndEscaped() -> None:
+    """
+    A request carrying a 5,000-character abstract syntax UID, control
+    characters and line breaks in its AE titles and a 65,000-character
+    implementation UID renders as short, single, printable lines: every
+    peer value is escaped and cut, with the number of characters left out.
+    """
+    from dicomecho.items import PresentationContextRQ, UserInformation
+    from dicomecho.logblocks import MAX_VALUE_LENGTH
+
+    rq = AssociateRQ(
+        "EVIL\nI: forged",
+        "\x1b[31mRED\x00",
+        presentationContexts=(PresentationContextRQ(1, "1." * 2500, ("1.2.840.10008.1.2",)),),
+        userInformation=UserInformation(maximumLength=0, implementationClassUID="9" * 65000),
+    )
+    lines = renderAll([rqEvent(rq)])
+    assert all(len(line) < 2 * MAX_VALUE_LENGTH + 100 for line in lines)
+    assert all(line.isprintable() for line in lines)
+    assert not any(line.startswith("I: forged") for line in lines)
+    assert any("64872 more characters" in line for line in lines)
+    assert any("\\n" in line and "EVIL" in line for line in lines)
