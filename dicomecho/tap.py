@@ -344,14 +344,19 @@ class DICOMListeningService(StreamServerEndpointService):
     """
     Listens on one endpoint, logs the address it is bound to, and fails
     start-up (rather than logging and carrying on) if it cannot listen.
+
+    The "listening" event is emitted once the reactor runs, i.e. once its
+    SIGINT/SIGTERM handlers are installed, so whoever waits for that line
+    may signal the process straight away.
     """
 
     _raiseSynchronously = True
 
-    def __init__(self, endpoint: Any, factory: Any, description: str) -> None:
+    def __init__(self, endpoint: Any, factory: Any, description: str, reactor: Any) -> None:
         super().__init__(endpoint, factory)
         self.description = description
         self.port: IListeningPort | None = None
+        self._reactor = reactor
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -360,6 +365,10 @@ class DICOMListeningService(StreamServerEndpointService):
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
+        self._reactor.callWhenRunning(self._logListening, port)
+        return port
+
+    def _logListening(self, port: IListeningPort) -> None:
         address = port.getHost()
         host = getattr(address, "host", None) or getattr(address, "name", "")
         portNumber = getattr(address, "port", None)
@@ -373,7 +382,6 @@ class DICOMListeningService(StreamServerEndpointService):
             port=portNumber,
             where=f"{host}:{portNumber}" if portNumber is not None else str(host),
         )
-        return port
 
 
 class DICOMEchoService(MultiService):
@@ -433,5 +441,5 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     top = DICOMEchoService(factory, options["shutdown-grace"], reactor)
     for description in options["endpoints"]:
         endpoint = serverFromString(reactor, description)
-        DICOMListeningService(endpoint, factory, description).setServiceParent(top)
+        DICOMListeningService(endpoint, factory, description, reactor).setServiceParent(top)
     return top
