@@ -128,6 +128,13 @@ class PDUFramer:
         self._failure: RemoteProtocolError | None = None
 
     @property
+    def failed(self) -> bool:
+        """
+        Whether a header was refused; the framer then keeps nothing.
+        """
+        return self._failure is not None
+
+    @property
     def bufferedLength(self) -> int:
         """
         Bytes received and not yet returned as frames.
@@ -151,7 +158,9 @@ class PDUFramer:
             does not allow.
         """
         if self._failure is not None:
-            raise self._failure
+            # Re-raising would grow the stored traceback (and keep its frames
+            # and their data alive) with every call: reset it.
+            raise self._failure.with_traceback(None)
         buffer = self._buffer
         offset = self._offset
         available = len(buffer) - offset

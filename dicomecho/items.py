@@ -36,6 +36,7 @@ __all__ = [
     "UserIdentityRQ",
     "UserIdentityAC",
     "UnknownItem",
+    "MAX_KEPT_UNKNOWN_ITEMS",
     "iterItems",
     "encodeItem",
     "decodeText",
@@ -49,6 +50,11 @@ _U16U16 = struct.Struct(">HH")
 
 _INVALID = AbortReason.INVALID_PDU_PARAMETER_VALUE
 _UNEXPECTED = AbortReason.UNEXPECTED_PDU_PARAMETER
+
+
+#: Unknown items kept per container for the log; beyond this they are
+#: only counted, so a request made of 260,000 empty items costs no memory.
+MAX_KEPT_UNKNOWN_ITEMS = 8
 
 
 class ItemType:
@@ -544,6 +550,7 @@ class UserInformation:
     userIdentity: UserIdentityRQ | None = None
     userIdentityResponse: UserIdentityAC | None = None
     unknownSubItems: tuple[UnknownItem, ...] = ()
+    droppedUnknownSubItems: int = 0
 
     def encode(self) -> bytes:
         parts: list[bytes] = []
@@ -595,6 +602,7 @@ class UserInformation:
         extended: list[SOPClassExtendedNegotiation] = []
         common: list[SOPClassCommonExtendedNegotiation] = []
         unknown: list[UnknownItem] = []
+        dropped = 0
         for itemType, second, s, e in iterItems(data, start, end, "user information"):
             if itemType == ItemType.MAXIMUM_LENGTH:
                 if e - s != 4:
@@ -641,8 +649,12 @@ class UserInformation:
                     "user identity response item",
                 )
             else:
-                # Unknown sub-items are ignored (PS3.8 Annex D), kept for logs.
-                unknown.append(UnknownItem(itemType, data[s:e], second))
+                # Unknown sub-items are ignored (PS3.8 Annex D); the first
+                # few are kept for the log, the rest only counted.
+                if len(unknown) < MAX_KEPT_UNKNOWN_ITEMS:
+                    unknown.append(UnknownItem(itemType, data[s:e], second))
+                else:
+                    dropped += 1
         return cls(
             maximumLength=maximumLength,
             implementationClassUID=implementationUID,
@@ -654,5 +666,6 @@ class UserInformation:
             userIdentity=identity,
             userIdentityResponse=identityResponse,
             unknownSubItems=tuple(unknown),
+            droppedUnknownSubItems=dropped,
         )
 

@@ -25,6 +25,7 @@ from dicomecho.errors import (
     UnrecognizedPDUError,
 )
 from dicomecho.items import (
+    MAX_KEPT_UNKNOWN_ITEMS,
     ItemType,
     PresentationContextAC,
     PresentationContextRQ,
@@ -153,7 +154,9 @@ class _Associate:
     @ivar applicationContextName: item 0x10, C{None} if the peer left it out.
     @ivar userInformation: item 0x50, C{None} if the peer left it out.
     @ivar protocolVersion: the 16-bit field; only bit 0 is significant.
-    @ivar unknownItems: items of unrecognized types, skipped (PS3.8 §9.3.1).
+    @ivar unknownItems: items of unrecognized types, skipped (PS3.8 §9.3.1);
+        the first L{MAX_KEPT_UNKNOWN_ITEMS} are kept for the log.
+    @ivar droppedUnknownItems: how many more were skipped and not kept.
     """
 
     calledAETitle: str
@@ -162,6 +165,7 @@ class _Associate:
     userInformation: UserInformation | None = None
     protocolVersion: int = 1
     unknownItems: tuple[UnknownItem, ...] = ()
+    droppedUnknownItems: int = 0
 
     pduType: ClassVar[PDUType]
     _contextItemType: ClassVar[int]
@@ -208,6 +212,7 @@ class _Associate:
         userInformation: UserInformation | None = None
         contexts: list[object] = []
         unknown: list[UnknownItem] = []
+        dropped = 0
         for itemType, second, s, e in iterItems(
             body, _ASSOCIATE_FIXED.size, len(body), what
         ):
@@ -234,8 +239,10 @@ class _Associate:
                     f"to the other A-ASSOCIATE PDU",
                     _UNEXPECTED,
                 )
-            else:
+            elif len(unknown) < MAX_KEPT_UNKNOWN_ITEMS:
                 unknown.append(UnknownItem(itemType, body[s:e], second))
+            else:
+                dropped += 1
         return dict(
             calledAETitle=_decodeAETitle(called),
             callingAETitle=_decodeAETitle(calling),
@@ -243,6 +250,7 @@ class _Associate:
             userInformation=userInformation,
             protocolVersion=version,
             unknownItems=tuple(unknown),
+            droppedUnknownItems=dropped,
             presentationContexts=tuple(contexts),
         )
 

@@ -282,7 +282,10 @@ class DICOMAssociationProtocol(Protocol):
         self._dimse: IDelayedCall | None = None
         self._closing: IDelayedCall | None = None
         self._lastReceived = 0.0
-        self._acceptance: Acceptance | None = None
+        # What the association needs of its negotiation; the decoded request
+        # itself is not kept (a 1 MiB request decodes to many objects).
+        self._contexts: dict[int, Any] = {}
+        self._peerMaxPDULength = 0
         self._assembler: MessageAssembler | None = None
         self._counted = False
         self._releasing = False
@@ -295,7 +298,7 @@ class DICOMAssociationProtocol(Protocol):
         self._peerPort: int | None = None
         # For the association-summary event.
         self._started = 0.0
-        self._rq: AssociateRQ | None = None
+        self._titles: tuple[str, str] | None = None
         self._outcome = "no-association"
         self._reason = "connection closed before an A-ASSOCIATE-RQ"
         self._messages = 0
@@ -335,6 +338,9 @@ class DICOMAssociationProtocol(Protocol):
         bytes, the association is over, or the transport paused us.
         """
         framer = self._framer
+        if framer.failed:
+            # Its one error was answered already; what follows is discarded.
+            return
         while self._machine.state is not State.STA1 and not self._paused:
             try:
                 frame = framer.nextFrame()
@@ -344,7 +350,7 @@ class DICOMAssociationProtocol(Protocol):
             except RemoteProtocolError as error:
                 self._logInvalid(error)
                 self._perform(self._machine.invalidPDUReceived(error))
-                if framer.bufferedLength == 0:
+                if framer.failed or framer.bufferedLength == 0:
                     return
                 continue
             self._perform(self._machine.pduReceived(pdu))
@@ -375,24 +381,19 @@ class DICOMAssociationProtocol(Protocol):
         """
         Emit the one association-summary event of this connection.
         """
-        rq = self._rq
-        acceptance = self._acceptance
-        contexts = (
-            [
-                f"{c.contextID}:{c.abstractSyntax}/{c.transferSyntax}"
-                for c in acceptance.contexts.values()
-            ]
-            if acceptance is not None
-            else []
-        )
+        titles = self._titles
+        contexts = [
+            f"{c.contextID}:{c.abstractSyntax}/{c.transferSyntax}"
+            for c in self._contexts.values()
+        ]
         log.info(
             "Association from {peer}: {outcome} ({reason})",
             dicomEvent="association-summary",
             peer=self._peer,
             peerHost=self._peerHost,
             peerPort=self._peerPort,
-            callingAETitle=rq.callingAETitle if rq is not None else None,
-            calledAETitle=rq.calledAETitle if rq is not None else None,
+            callingAETitle=titles[0] if titles is not None else None,
+            calledAETitle=titles[1] if titles is not None else None,
             contexts=contexts,
             outcome=self._outcome,
             reason=self._reason,
@@ -433,7 +434,7 @@ class DICOMAssociationProtocol(Protocol):
 
     def _associateIndication(self, rq: AssociateRQ) -> None:
         config = self._config
-        self._rq = rq
+        self._titles = (rq.callingAETitle, rq.calledAETitle)
         if isEnabled(LogLevel.debug):
             log.debug(
                 "A-ASSOCIATE-RQ from {peer}",
@@ -450,14 +451,16 @@ class DICOMAssociationProtocol(Protocol):
             )
         except InvalidAssociateRequest as error:
             self._logInvalid(error)
+            self._setOutcome("aborted", str(error))
             self._perform(
                 self._machine.abortRequest(
-                    Abort(AbortSource.SERVICE_PROVIDER, error.abortReason)
+                    Abort(AbortSource.SERVICE_PROVIDER, error.abortReason), str(error)
                 )
             )
             return
         if isinstance(outcome, Acceptance):
-            self._acceptance = outcome
+            self._contexts = dict(outcome.contexts)
+            self._peerMaxPDULength = outcome.peerMaxPDULength
             self._assembler = MessageAssembler(outcome.contexts.keys())
             config.activeAssociations += 1
             self._counted = True
@@ -517,9 +520,7 @@ class DICOMAssociationProtocol(Protocol):
         self._armDIMSETimer()
 
     def _dispatch(self, message: DIMSEMessage) -> None:
-        acceptance = self._acceptance
-        assert acceptance is not None
-        context = acceptance.contexts[message.contextID]
+        context = self._contexts[message.contextID]
         self._messages += 1
         log.info(
             "Received {commandName} (MsgID {messageID})",
@@ -555,13 +556,11 @@ class DICOMAssociationProtocol(Protocol):
             if command is None:
                 return []
             response = DIMSEResponse(command)
-        acceptance = self._acceptance
-        assert acceptance is not None
         return fragment(
             request.contextID,
             encodeCommandSet(response.command),
             response.dataSet,
-            acceptance.peerMaxPDULength,
+            self._peerMaxPDULength,
         )
 
     def _queueResponse(

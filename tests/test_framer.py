@@ -269,3 +269,23 @@ def test_partialPDUHeldUntilComplete() -> None:
     assert framer.bufferedLength == 100
     framer.receiveData(data[100:])
     assert len(drain(framer)) == 3
+
+
+def test_failureDoesNotGrowItsTraceback() -> None:
+    """
+    Raising the stored error again does not chain tracebacks: a peer that
+    keeps sending after a bad header cannot grow memory through the error.
+    """
+    import traceback
+
+    framer = PDUFramer()
+    framer.receiveData(header(0x01, 0xFFFFFFFF))
+    depths = []
+    for _ in range(50):
+        framer.receiveData(b"x" * 1000)
+        try:
+            framer.nextFrame()
+        except PDULengthError as e:
+            depths.append(len(traceback.extract_tb(e.__traceback__)))
+    assert framer.failed
+    assert max(depths) == depths[0] <= 4

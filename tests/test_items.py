@@ -323,3 +323,18 @@ def test_encodeItemLimit() -> None:
     assert len(encodeItem(0x10, b"x" * 0xFFFF)) == 0xFFFF + 4
     with pytest.raises(LocalProtocolError):
         encodeItem(0x10, b"x" * 0x10000)
+
+
+def test_unknownItemsKeptUpToALimit() -> None:
+    """
+    Only the first few unknown items and sub-items are kept; the rest are
+    counted, so a request made of thousands of them costs no memory.
+    """
+    from dicomecho.items import MAX_KEPT_UNKNOWN_ITEMS
+
+    value = rq(*[item(0x60, b"")] * 5000, userInfo(*[item(0x70, b"x")] * 3000))
+    assert len(value.unknownItems) == MAX_KEPT_UNKNOWN_ITEMS
+    assert value.droppedUnknownItems == 5000 - MAX_KEPT_UNKNOWN_ITEMS
+    assert value.userInformation is not None
+    assert len(value.userInformation.unknownSubItems) == MAX_KEPT_UNKNOWN_ITEMS
+    assert value.userInformation.droppedUnknownSubItems == 3000 - MAX_KEPT_UNKNOWN_ITEMS

@@ -855,3 +855,40 @@ def test_closeThatCannotFlushIsForced(make: Any) -> None:
     h.clock.advance(1)
     assert h.transport.disconnected
     h.close()
+
+
+def test_failedFramerAnswersOnce(make: Any) -> None:
+    """
+    After a header is refused, whatever else the peer sends is discarded
+    without another A-ABORT or log event (one answer per connection).
+    """
+    from twisted.logger import capturedLogs
+
+    h = make()
+    with capturedLogs() as events:
+        h.send(struct.pack(">BBI", 1, 0, 0xFFFFFFFF))
+        for _ in range(20):
+            h.send(b"junk" * 16384)
+    assert h.received() == [Abort(2, 6)]
+    assert [e["dicomEvent"] for e in events if "dicomEvent" in e] == [
+        "invalid-pdu",
+        "association-aborting",
+    ]
+    h.close()
+
+
+def test_invalidRequestReasonLogged(make: Any) -> None:
+    """
+    An invalid request's abort and summary name the fault, not just
+    "local abort".
+    """
+    from twisted.logger import capturedLogs
+
+    h = make()
+    with capturedLogs() as events:
+        h.send(rq(PresentationContextRQ(2, VERIFICATION, (IMPLICIT,))))
+        h.close()
+    (aborting,) = [e for e in events if e.get("dicomEvent") == "association-aborting"]
+    (summary,) = summaries(events)
+    assert "2" in aborting["detail"] and aborting["detail"] != "local abort"
+    assert summary["reason"] == aborting["detail"]
