@@ -40,6 +40,7 @@ __all__ = [
 
 DEFAULT_PORT = "11112"
 DEFAULT_SHUTDOWN_GRACE = 5.0
+DEFAULT_BACKLOG = 128
 
 #: echoscp's single-dash spellings and the long options they stand for.
 ALIASES = {
@@ -170,6 +171,7 @@ class Options(usage.Options):
         ["max-pdu", None, DEFAULT_MAX_PDU_LENGTH, "set max receive pdu to n bytes, 0 for unlimited [-pdu]", _maxPDU],
         ["bind-address", None, "", "address of the network interface to listen on; unset: all IPv4 interfaces, '::' for IPv6 and IPv4 [-ba]"],
         ["max-associations", None, DEFAULT_MAX_ASSOCIATIONS, "reject (transient, local-limit-exceeded) beyond this many live associations", _positive],
+        ["backlog", None, DEFAULT_BACKLOG, "listen queue length for a numeric --port (Twisted's default is 50; bursts of load-balancer probes need more)", _positive],
         ["shutdown-grace", None, DEFAULT_SHUTDOWN_GRACE, "on SIGTERM/SIGINT, seconds established associations may take to finish before they are aborted", _seconds],
     ]
 
@@ -296,6 +298,7 @@ def _endpointDescriptions(options: Options) -> list[str]:
         if number > 65535:
             raise usage.UsageError(f"port {port} is not in the range 0-65535")
         bind = options["bind-address"]
+        backlog = options["backlog"]
         if ":" in bind:
             description = f"tcp6:{number}:interface={_escapeInterface(bind)}"
         elif bind:
@@ -303,6 +306,7 @@ def _endpointDescriptions(options: Options) -> list[str]:
         else:
             # echoscp's default: all IPv4 interfaces.
             description = f"tcp:{number}:interface=0.0.0.0"
+        description += f":backlog={backlog}"
     else:
         if options["bind-address"]:
             raise usage.UsageError(

@@ -11,6 +11,7 @@ or when stdin closes.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -56,7 +57,10 @@ def main() -> None:
         print("PORT", port.getHost().port, flush=True)
 
     endpoint.listen(factory).addCallback(listening)
-    stdio.StandardIO(StopOnEOF())
+    # StandardIO makes its stdin and stdout non-blocking; give it a stdout of
+    # its own so event lines written to fd 1 are never dropped or cut.
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    stdio.StandardIO(StopOnEOF(), stdin=0, stdout=quiet)
     reactor.run()
 
 

@@ -415,7 +415,7 @@ def test_bindAddresses(servers: list[Server]) -> None:
 
     dual = start(servers, PYTHON_M + ["-v", "-ba", "::", "0"])
     port = dual.port()
-    assert dual.waitFor(LISTENING).string.startswith("I: Listening on tcp6:0:interface=\\:\\: ([::]:")
+    assert dual.waitFor(LISTENING).string.startswith("I: Listening on tcp6:0:interface=\\:\\::backlog=128 ([::]:")
     ae = AE()
     ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 10
     ae.add_requested_context("1.2.840.10008.1.1")

@@ -48,7 +48,7 @@ def test_defaults() -> None:
     assert o["max-associations"] == 500
     assert o["transferSyntaxes"] is TransferSyntaxPreference.DEFAULT
     assert o["logLevelValue"] == LogLevel.error
-    assert o["endpoints"] == ["tcp:11112:interface=0.0.0.0"]
+    assert o["endpoints"] == ["tcp:11112:interface=0.0.0.0:backlog=128"]
     assert not o["require-called-aet"] and o["allow-calling-aet"] == []
 
 
@@ -158,14 +158,15 @@ def test_usageErrors(args: list[str], message: str) -> None:
 @pytest.mark.parametrize(
     "args, endpoints",
     [
-        (["104"], ["tcp:104:interface=0.0.0.0"]),
-        (["--port", "0"], ["tcp:0:interface=0.0.0.0"]),
-        (["-ba", "::", "104"], ["tcp6:104:interface=\\:\\:"]),
-        (["-ba", "127.0.0.1", "104"], ["tcp:104:interface=127.0.0.1"]),
-        (["-ba", "localhost", "104"], ["tcp:104:interface=localhost"]),
+        (["104"], ["tcp:104:interface=0.0.0.0:backlog=128"]),
+        (["--port", "0"], ["tcp:0:interface=0.0.0.0:backlog=128"]),
+        (["-ba", "::", "104"], ["tcp6:104:interface=\\:\\::backlog=128"]),
+        (["-ba", "127.0.0.1", "104"], ["tcp:104:interface=127.0.0.1:backlog=128"]),
+        (["-ba", "localhost", "104"], ["tcp:104:interface=localhost:backlog=128"]),
         (["--port", "tcp6:0:interface=\\:\\:1"], ["tcp6:0:interface=\\:\\:1"]),
         (["--listen", "tcp:0", "--listen", "unix:/tmp/d.sock"], ["tcp:0", "unix:/tmp/d.sock"]),
-        (["--listen", "tcp:0", "--port", "5"], ["tcp:0", "tcp:5:interface=0.0.0.0"]),
+        (["--listen", "tcp:0", "--port", "5"], ["tcp:0", "tcp:5:interface=0.0.0.0:backlog=128"]),
+        (["--backlog", "1024", "104"], ["tcp:104:interface=0.0.0.0:backlog=1024"]),
     ],
 )
 def test_endpoints(args: list[str], endpoints: list[str]) -> None:
