@@ -11,7 +11,6 @@ hanging it.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import resource
 import select
@@ -92,35 +91,6 @@ class HostileServer(ServerProcess):
     resident set size and open file descriptors, and per-peer event
     lookups that scan only the events since a mark.
     """
-
-    #: EVENT lines that could not be parsed. tests.serve prints to a stdout
-    #: that Twisted's StandardIO made non-blocking, so a line can be cut
-    #: when the pipe is full; such a line is kept here rather than ending
-    #: the reader thread (which would make every later wait time out).
-    corrupt: list[str]
-
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.corrupt = []
-        super().__init__(options)
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            line = line.rstrip("\n")
-            with self._condition:
-                self._lines.append(line)
-                if line.startswith("PORT ") and self._port is None:
-                    self._port = int(line.split()[1])
-                elif line.startswith("EVENT "):
-                    try:
-                        _, name, payload = line.split(" ", 2)
-                        self._events.append(Event(name, json.loads(payload)))
-                    except ValueError:
-                        self.corrupt.append(line)
-                self._condition.notify_all()
-        with self._condition:
-            self._eof = True
-            self._condition.notify_all()
 
     @property
     def pid(self) -> int:

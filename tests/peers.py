@@ -32,6 +32,7 @@ from dicomecho.framer import PDUFramer
 from dicomecho.pdu import PDU, decodePDU
 
 __all__ = [
+    "runEchoscu",
     "Reply",
     "WireScript",
     "requireEchoscu",
@@ -269,3 +270,46 @@ class WireScript:
                 if reply.close:
                     closing = True
                     connection.shutdown(socket.SHUT_WR)
+
+
+#: Seconds an echoscu run may take before the test gives up (and kills it).
+ECHOSCU_TIMEOUT = 30
+
+#: echoscu's own bounds: connect, socket, ACSE and DIMSE timeouts.
+ECHOSCU_TIMEOUT_OPTIONS = ["-to", "5", "-ts", "10", "-ta", "5", "-td", "5"]
+
+
+def runEchoscu(
+    echoscu: str,
+    port: int,
+    *options: str,
+    verbosity: str = "-v",
+    calling: str = "MYSCU",
+    called: str = "ECHOSCP",
+) -> tuple[int, str]:
+    """
+    Run C{echoscu <verbosity> -aet calling -aec called [options] 127.0.0.1
+    port}.
+
+    @return: the exit status and everything it printed (DCMTK logs to
+        stderr), stdout first.
+    """
+    completed = subprocess.run(
+        [
+            echoscu,
+            verbosity,
+            *ECHOSCU_TIMEOUT_OPTIONS,
+            "-aet",
+            calling,
+            "-aec",
+            called,
+            *options,
+            "127.0.0.1",
+            str(port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=ECHOSCU_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    return completed.returncode, completed.stdout + completed.stderr

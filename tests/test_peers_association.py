@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import pytest
 
 from dicomecho.negotiation import ALL_TRANSFER_SYNTAXES
-from tests.peers import requireEchoscu, requirePynetdicom
+from tests.peers import requireEchoscu, requirePynetdicom, runEchoscu
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,12 +46,6 @@ STOP_TIMEOUT = 10.0
 
 #: Seconds to wait for an expected EVENT line (or a socket state).
 EVENT_TIMEOUT = 10.0
-
-#: Seconds an echoscu run may take before the test gives up (and kills it).
-ECHOSCU_TIMEOUT = 30
-
-#: echoscu's own bounds: connect, socket, ACSE and DIMSE timeouts.
-ECHOSCU_TIMEOUT_OPTIONS = ["-to", "5", "-ts", "10", "-ta", "5", "-td", "5"]
 
 #: pynetdicom's ACSE, network, DIMSE and connection timeouts.
 PYNETDICOM_TIMEOUT = 10
@@ -92,6 +86,8 @@ class ServerProcess:
         self._condition = threading.Condition()
         self._lines: list[str] = []
         self._events: list[Event] = []
+        #: EVENT lines that could not be parsed (there should be none).
+        self.corrupt: list[str] = []
         self._port: int | None = None
         self._eof = False
         self._process = subprocess.Popen(
@@ -122,8 +118,12 @@ class ServerProcess:
                 if line.startswith("PORT ") and self._port is None:
                     self._port = int(line.split()[1])
                 elif line.startswith("EVENT "):
-                    _, name, payload = line.split(" ", 2)
-                    self._events.append(Event(name, json.loads(payload)))
+                    try:
+                        _, name, payload = line.split(" ", 2)
+                        self._events.append(Event(name, json.loads(payload)))
+                    except ValueError:
+                        # A cut line must fail the test, not stop this thread.
+                        self.corrupt.append(line)
                 self._condition.notify_all()
         with self._condition:
             self._eof = True
@@ -223,7 +223,7 @@ class ServerProcess:
                 line
                 for line in self._lines
                 if line.startswith(("FAILURE", "Traceback"))
-            ]
+            ] + [f"cut EVENT line: {line}" for line in self.corrupt]
 
     def stop(self) -> None:
         """
@@ -324,42 +324,6 @@ def echoscu() -> str:
     The path of DCMTK's echoscu.
     """
     return requireEchoscu()
-
-
-def runEchoscu(
-    echoscu: str,
-    port: int,
-    *options: str,
-    verbosity: str = "-v",
-    calling: str = "MYSCU",
-    called: str = "ECHOSCP",
-) -> tuple[int, str]:
-    """
-    Run C{echoscu <verbosity> -aet calling -aec called [options] 127.0.0.1
-    port}.
-
-    @return: the exit status and everything it printed (DCMTK logs to
-        stderr), stdout first.
-    """
-    completed = subprocess.run(
-        [
-            echoscu,
-            verbosity,
-            *ECHOSCU_TIMEOUT_OPTIONS,
-            "-aet",
-            calling,
-            "-aec",
-            called,
-            *options,
-            "127.0.0.1",
-            str(port),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=ECHOSCU_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    return completed.returncode, completed.stdout + completed.stderr
 
 
 def dcmtkBlock(output: str, name: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import re
 import struct
-import subprocess
 import threading
 
 import pytest
@@ -35,19 +34,13 @@ from dicomecho.pdu import (
     AssociateRQ,
     PDataTF,
 )
-from tests.peers import Reply, WireScript, requireEchoscu, requirePynetdicom
+from tests.peers import Reply, WireScript, requireEchoscu, requirePynetdicom, runEchoscu
 
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 IMPLEMENTATION_CLASS_UID = "2.25.123456789012345678901234567890123"
 IMPLEMENTATION_VERSION_NAME = "DICOMECHO_0.1"
 OUR_MAXIMUM_LENGTH = 16382
-
-#: Seconds an echoscu run may take before the test gives up (and kills it).
-ECHOSCU_TIMEOUT = 30
-
-#: echoscu's own bounds: connect, socket, ACSE and DIMSE timeouts.
-ECHOSCU_TIMEOUT_OPTIONS = ["-to", "5", "-ts", "10", "-ta", "5", "-td", "5"]
 
 #: PS3.8 §9.3.4: A-ASSOCIATE-RJ, result 1 (permanent), source 1 (service
 #: user), reason 3 (calling AE title not recognized).
@@ -60,38 +53,6 @@ def echoscu() -> str:
     The path of DCMTK's echoscu (looked up before any server is started).
     """
     return requireEchoscu()
-
-
-def runEchoscu(
-    echoscu: str, port: int, *options: str, verbosity: str = "-v"
-) -> tuple[int, str]:
-    """
-    Run C{echoscu -v -aet MYSCU -aec ECHOSCP [options] 127.0.0.1 port}.
-
-    @param verbosity: C{"-v"} (the outcome) or C{"-d"} (also the negotiated
-        parameters as DCMTK parsed them).
-    @return: the exit status and everything it printed (DCMTK logs to
-        stderr), stdout first.
-    """
-    completed = subprocess.run(
-        [
-            echoscu,
-            verbosity,
-            *ECHOSCU_TIMEOUT_OPTIONS,
-            "-aet",
-            "MYSCU",
-            "-aec",
-            "ECHOSCP",
-            *options,
-            "127.0.0.1",
-            str(port),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=ECHOSCU_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    return completed.returncode, completed.stdout + completed.stderr
 
 
 def acceptFor(rq: AssociateRQ, maximumLength: int = OUR_MAXIMUM_LENGTH) -> bytes:
