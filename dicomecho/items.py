@@ -550,7 +550,8 @@ class UserInformation:
     userIdentity: UserIdentityRQ | None = None
     userIdentityResponse: UserIdentityAC | None = None
     unknownSubItems: tuple[UnknownItem, ...] = ()
-    droppedUnknownSubItems: int = 0
+    # A count for the log, not part of the value: it is not re-encoded.
+    droppedUnknownSubItems: int = field(default=0, compare=False)
 
     def encode(self) -> bytes:
         parts: list[bytes] = []

@@ -13,7 +13,7 @@ L{PDUDecodeError}s carrying the A-ABORT reason they imply (PS3.8 Table 9-26).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Callable, ClassVar, Union
 
@@ -165,7 +165,8 @@ class _Associate:
     userInformation: UserInformation | None = None
     protocolVersion: int = 1
     unknownItems: tuple[UnknownItem, ...] = ()
-    droppedUnknownItems: int = 0
+    # A count for the log, not part of the value: it is not re-encoded.
+    droppedUnknownItems: int = field(default=0, compare=False)
 
     pduType: ClassVar[PDUType]
     _contextItemType: ClassVar[int]

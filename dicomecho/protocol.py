@@ -77,6 +77,9 @@ __all__ = ["DICOMAssociationProtocol", "DICOMServerFactory"]
 #: Seconds a closing connection may take to flush before it is dropped.
 _CLOSE_GRACE = 1.0
 
+#: A timer with less than this left is due.
+_TIMER_RESOLUTION = 1e-3
+
 
 def _commandName(commandField: int) -> str:
     """
@@ -729,7 +732,10 @@ class DICOMAssociationProtocol(Protocol):
             return
         quiet = self._clock.seconds() - self._lastReceived
         remaining = self._config.networkTimeout - quiet
-        if remaining > 0:
+        # Compare with a margin: float rounding can leave a remainder so small
+        # that adding it to the time changes nothing, and re-arming for it
+        # would fire again at once, forever (found by fuzz/fuzz_dicomecho.py).
+        if remaining > _TIMER_RESOLUTION:
             self._idle = self._clock.callLater(remaining, self._idleCheck)
         else:
             self._timedOut("Network")

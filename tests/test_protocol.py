@@ -892,3 +892,29 @@ def test_invalidRequestReasonLogged(make: Any) -> None:
     (summary,) = summaries(events)
     assert "2" in aborting["detail"] and aborting["detail"] != "local abort"
     assert summary["reason"] == aborting["detail"]
+
+
+def test_networkTimerFloatRemainder() -> None:
+    """
+    Regression (found by fuzzing): when rounding leaves a remainder of the
+    network timeout too small to move the clock, the timer times out
+    instead of re-arming itself at the same instant forever.
+    """
+
+    class BoundedClock(Clock):
+        armed = 0
+
+        def callLater(self, delay: float, f: Any, *a: Any, **kw: Any) -> Any:
+            self.armed += 1
+            assert self.armed < 1000, "a timer keeps re-arming itself"
+            return super().callLater(delay, f, *a, **kw)
+
+    clock = BoundedClock()
+    clock.advance(3.2)
+    h = Harness(DICOMServerFactory(clock=clock, networkTimeout=5), clock)
+    h.send(rq())
+    h.received()
+    clock.advance(5.0)
+    assert h.received() == [Abort(0, 0)]
+    h.close()
+    assert clock.getDelayedCalls() == []
