@@ -44,12 +44,14 @@ from dicomecho.dimse import (
 )
 from dicomecho.errors import AbortSource, RemoteProtocolError
 from dicomecho.fsm import (
+    TRANSITIONS,
     AbortIndication,
     AcceptorStateMachine,
     AssociateIndication,
     CloseTransport,
     DataIndication,
     Effect,
+    Event,
     PDUIgnored,
     ReleaseConfirmation,
     ReleaseIndication,
@@ -660,7 +662,8 @@ class DICOMAssociationProtocol(Protocol):
         Send C{abort} (Evt15, AA-1) for a fault we detected after the
         association was established.
         """
-        if self._machine.state is State.STA13 or self._machine.state is State.STA1:
+        if (self._machine.state, Event.EVT15) not in TRANSITIONS:
+            # No association to abort (Sta1, Sta2, Sta13): closing is all.
             return
         self._pending.clear()
         self._perform(self._machine.abortRequest(abort, why))

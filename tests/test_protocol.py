@@ -918,3 +918,20 @@ def test_networkTimerFloatRemainder() -> None:
     assert h.received() == [Abort(0, 0)]
     h.close()
     assert clock.getDelayedCalls() == []
+
+
+def test_drainWithConnectionStillInSta2(make: Any, clock: Clock) -> None:
+    """
+    Regression (found by fuzzing): a connection still awaiting its request
+    when the grace period ends is closed, not sent a local A-ABORT (Evt15
+    has no cell in Sta2), and nothing raises.
+    """
+    factory = DICOMServerFactory(clock=clock)
+    h = make(factory=factory)
+    drained = factory.drain(0)
+    assert h.transport.disconnecting
+    clock.advance(0)
+    clock.advance(1)
+    assert drained.called
+    assert h.transport.value() == b""
+    h.close()
