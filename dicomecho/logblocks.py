@@ -9,6 +9,8 @@ prefixes.
 
 from __future__ import annotations
 
+import re
+
 from pydicom.uid import UID
 
 from dicomecho.dimse import CommandField, DIMSEMessage, tag
@@ -39,6 +41,8 @@ def banner(title: str) -> str:
     """
     return f"{' ' + title + ' ':=^{_WIDTH}}"
 
+
+_UID_SYNTAX = re.compile(r"[0-9.]{1,64}")
 
 #: Peer-supplied values longer than this are cut in log lines.
 MAX_VALUE_LENGTH = 128
@@ -101,9 +105,10 @@ def _uidName(uid: str | None) -> str:
     """
     if uid is None:
         return "None"
-    if len(uid) > 64 or not uid.isprintable():
-        # Not a UID pydicom could know (PS3.5 §9.1: at most 64 characters),
-        # and pydicom would warn about it with the whole value.
+    if not _UID_SYNTAX.fullmatch(uid):
+        # Not a UID (PS3.5 §9.1: digits and dots, at most 64 characters), so
+        # pydicom cannot name it; asking would make it warn (and remember
+        # the warning) once per distinct value a peer sends.
         return escape(uid)
     try:
         name = str(UID(uid).name)

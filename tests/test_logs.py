@@ -1182,3 +1182,28 @@ def test_hostileValuesAreCutAndEscaped() -> None:
     assert not any(line.startswith("I: forged") for line in lines)
     assert any("64872 more characters" in line for line in lines)
     assert any("\\n" in line and "EVIL" in line for line in lines)
+
+
+def test_invalidUIDsDoNotReachPydicom() -> None:
+    """
+    Strings that are not UIDs (letters, too long) are printed as they are
+    without asking pydicom for a name, which would warn, and remember the
+    warning, once per distinct value a peer sends.
+    """
+    import warnings
+
+    from dicomecho.items import PresentationContextRQ
+
+    rq = AssociateRQ(
+        "ECHOSCP",
+        "SCU",
+        presentationContexts=tuple(
+            PresentationContextRQ(2 * i + 1, f"1.2.A{i}", ("1.2.840.10008.1.2",)) for i in range(50)
+        ),
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lines = renderAll([rqEvent(rq)])
+    assert caught == []
+    assert any("=1.2.A49" in line for line in lines)
+    assert any("=Verification SOP Class" in line for line in renderAll(sessionEvents()))
