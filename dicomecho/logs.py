@@ -63,6 +63,7 @@ __all__ = [
     "logLevel",
     "isEnabled",
     "LOG_LEVEL_NAMES",
+    "listeningAddress",
     "renderEcho",
     "consoleObserver",
     "jsonObserver",
@@ -184,9 +185,6 @@ def _formatted(level: LogLevel, event: LogEvent) -> list[_Line]:
     return [(level, line) for line in _splitEscaped(formatEvent(event))]
 
 
-
-
-
 # --- events -----------------------------------------------------------------------
 
 _Renderer = Callable[[LogEvent, LogLevel, bool], list[_Line]]
@@ -196,14 +194,20 @@ def _main(level: LogLevel, text: str) -> list[_Line]:
     return [(level, text)]
 
 
+def listeningAddress(host: object, port: int | None) -> str:
+    """
+    Where a listening port is bound, as C{host:port} (C{[host]:port} for
+    IPv6), or a UNIX socket's path alone.
+    """
+    if port is None:
+        return f"{host}"
+    if isinstance(host, str) and ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
 def _renderListening(event: LogEvent, level: LogLevel, debug: bool) -> list[_Line]:
-    host, port = event.get("host"), event.get("port")
-    where = f"[{host}]" if isinstance(host, str) and ":" in host else f"{host}"
-    if port is not None:
-        where += f":{port}"
-    else:
-        # A UNIX socket: its path only.
-        where = f"{host}"
+    where = listeningAddress(event.get("host"), event.get("port"))
     # Our own endpoint description: escaped, but its backslashes (endpoint
     # syntax, e.g. interface=\:\:) are kept as they are.
     description = escape(str(event.get("description") or event.get("address")), backslash=False)

@@ -495,14 +495,14 @@ class DICOMAssociationProtocol(Protocol):
                 dicomEvent="association-rejected",
                 peer=self._peer,
                 rq=rq,
-                rj=outcome.rj,
-                result=outcome.rj.result,
-                source=outcome.rj.source,
-                diagnostic=outcome.rj.reason,
+                rj=rj,
+                result=rj.result,
+                source=rj.source,
+                diagnostic=rj.reason,
                 reason=outcome.reason,
             )
             self._setOutcome("rejected", outcome.reason)
-            self._perform(self._machine.associateResponse(outcome.rj))
+            self._perform(self._machine.associateResponse(rj))
             # Nothing can follow a rejection: close once the RJ is flushed
             # (Sta13 still runs ARTIM until the close completes).
             self._close()
@@ -527,16 +527,19 @@ class DICOMAssociationProtocol(Protocol):
     def _dispatch(self, message: DIMSEMessage) -> None:
         context = self._contexts[message.contextID]
         self._messages += 1
-        log.info(
-            "Received {commandName} (MsgID {messageID})",
-            dicomEvent="dimse-received",
-            peer=self._peer,
-            commandName=_commandName(message.commandField),
-            commandField=message.commandField,
-            messageID=message.messageID,
-            contextID=message.contextID,
-            message=message,
-        )
+        # On the per-echo path: build the event only if it will be emitted
+        # (the default level, as echoscp's, is errors only).
+        if isEnabled(LogLevel.info):
+            log.info(
+                "Received {commandName} (MsgID {messageID})",
+                dicomEvent="dimse-received",
+                peer=self._peer,
+                commandName=_commandName(message.commandField),
+                commandField=message.commandField,
+                messageID=message.messageID,
+                contextID=message.contextID,
+                message=message,
+            )
         responder = self._config.responders.get(context.abstractSyntax)
         try:
             result = responder.handle(message, context) if responder else None
@@ -723,7 +726,7 @@ class DICOMAssociationProtocol(Protocol):
         self._perform(self._machine.artimExpired())
 
     def _armIdleTimer(self) -> None:
-        if self._idle is None and self._config.networkTimeout is not None:
+        if self._idle is None:
             self._lastReceived = self._clock.seconds()
             self._idle = self._clock.callLater(self._config.networkTimeout, self._idleCheck)
 
@@ -757,10 +760,10 @@ class DICOMAssociationProtocol(Protocol):
 
     def _cancelTimers(self) -> None:
         self._stopARTIM()
-        for call in (self._idle, self._dimse, self._closing):
-            if call is not None and call.active():
-                call.cancel()
-        self._idle = self._dimse = self._closing = None
+        self._stopAssociationTimers()
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
+        self._closing = None
 
     def _endAssociation(self) -> None:
         """
@@ -768,6 +771,9 @@ class DICOMAssociationProtocol(Protocol):
         stop the timers that only apply to an established association.
         """
         self._uncount()
+        self._stopAssociationTimers()
+
+    def _stopAssociationTimers(self) -> None:
         for call in (self._idle, self._dimse):
             if call is not None and call.active():
                 call.cancel()

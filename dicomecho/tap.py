@@ -22,7 +22,7 @@ from twisted.logger import LogLevel
 from twisted.python import usage
 
 from dicomecho import __version__
-from dicomecho.logs import LOG_LEVEL_NAMES, log, setLogLevel
+from dicomecho.logs import LOG_LEVEL_NAMES, listeningAddress, log, setLogLevel
 from dicomecho.negotiation import (
     DEFAULT_MAX_ASSOCIATIONS,
     DEFAULT_MAX_PDU_LENGTH,
@@ -384,7 +384,7 @@ class DICOMListeningService(StreamServerEndpointService):
             address=repr(address),
             host=str(host),
             port=portNumber,
-            where=f"{host}:{portNumber}" if portNumber is not None else str(host),
+            where=listeningAddress(host, portNumber),
         )
 
 
