@@ -87,6 +87,11 @@ class State(Enum):
     STA12 = "Sta12"  # Release collision acceptor side; awaiting A-RELEASE response
     STA13 = "Sta13"  # Awaiting transport connection close indication
 
+    # Members are singletons compared by identity: hash them the same way,
+    # in C, rather than by Enum's Python-level hash of the name (the table
+    # is looked up several times per PDU).
+    __hash__ = object.__hash__
+
 
 class Event(Enum):
     """
@@ -111,6 +116,8 @@ class Event(Enum):
     EVT17 = "Evt17"  # Transport connection closed indication
     EVT18 = "Evt18"  # ARTIM timer expired
     EVT19 = "Evt19"  # Unrecognized or invalid PDU received
+
+    __hash__ = object.__hash__  # as State's
 
 
 S = State

@@ -71,7 +71,8 @@ from dicomecho.negotiation import (
     negotiate,
     transferSyntaxOrder,
 )
-from dicomecho.pdu import Abort, AssociateRQ, decodePDU
+from dicomecho.pdu import Abort, AssociateRQ, PDUType, decodePDU
+from dicomecho.replay import ResponseReplayer
 from dicomecho.verification import DIMSEResponse, IServiceResponder, VerificationResponder
 
 __all__ = ["DICOMAssociationProtocol", "DICOMServerFactory"]
@@ -81,6 +82,8 @@ _CLOSE_GRACE = 1.0
 
 #: A timer with less than this left is due.
 _TIMER_RESOLUTION = 1e-3
+
+_P_DATA_TF = PDUType.P_DATA_TF.value
 
 
 def _commandName(commandField: int) -> str:
@@ -292,6 +295,10 @@ class DICOMAssociationProtocol(Protocol):
         self._contexts: dict[int, Any] = {}
         self._peerMaxPDULength = 0
         self._assembler: MessageAssembler | None = None
+        self._replayer = ResponseReplayer()
+        # The body of the P-DATA-TF being handled, while the full path
+        # handles it in a state where its response may be replayed.
+        self._requestBody: bytes | None = None
         self._counted = False
         self._releasing = False
         self._paused = False
@@ -351,6 +358,13 @@ class DICOMAssociationProtocol(Protocol):
                 frame = framer.nextFrame()
                 if frame is None:
                     return
+                replayable = frame.pduType == _P_DATA_TF and self._replayable()
+                if replayable:
+                    response = self._replayer.respond(frame.body)
+                    if response is not None:
+                        self._messages += 1
+                        self.transport.write(response)  # type: ignore[union-attr]
+                        continue
                 pdu = decodePDU(frame.pduType, frame.body)
             except RemoteProtocolError as error:
                 self._logInvalid(error)
@@ -358,7 +372,25 @@ class DICOMAssociationProtocol(Protocol):
                 if framer.failed or framer.bufferedLength == 0:
                     return
                 continue
+            self._requestBody = frame.body if replayable else None
             self._perform(self._machine.pduReceived(pdu))
+            self._requestBody = None
+
+    def _replayable(self) -> bool:
+        """
+        Whether a P-DATA-TF received now may be answered by replaying a
+        response (L{dicomecho.replay}): only where the full path would do
+        nothing but send that response. That is Sta6 (Evt10 then Evt9 leave
+        it there), no response pending before it, no message half received
+        (its DIMSE timer is off and stays off), and no C{dimse-received}
+        event to emit at the current level.
+        """
+        return (
+            self._machine.state is State.STA6
+            and not self._pending
+            and not self._assembler.inProgress  # type: ignore[union-attr]
+            and not isEnabled(LogLevel.info)
+        )
 
     # --- IPushProducer: backpressure from the transport's send buffer --------
 
@@ -512,19 +544,28 @@ class DICOMAssociationProtocol(Protocol):
     def _dataIndication(self, indication: DataIndication) -> None:
         assembler = self._assembler
         assert assembler is not None
-        for pdv in indication.pdata.pdvs:
+        pdvs = indication.pdata.pdvs
+        # A response may be replayed only for a P-DATA-TF of a single PDV.
+        requestBody = self._requestBody if len(pdvs) == 1 else None
+        for pdv in pdvs:
             try:
                 message = assembler.receive(pdv)
             except DIMSEError as error:
                 self._abortFor(error)
                 return
             if message is not None:
-                self._dispatch(message)
+                self._dispatch(message, requestBody)
                 if self._machine.state not in (State.STA6, State.STA8):
                     return
         self._armDIMSETimer()
 
-    def _dispatch(self, message: DIMSEMessage) -> None:
+    def _dispatch(self, message: DIMSEMessage, requestBody: bytes | None = None) -> None:
+        """
+        Hand C{message} to its context's responder and queue the response.
+
+        @param requestBody: the P-DATA-TF body that carried the whole
+            message, if its response may be recorded for replay.
+        """
         context = self._contexts[message.contextID]
         self._messages += 1
         # On the per-echo path: build the event only if it will be emitted
@@ -544,7 +585,14 @@ class DICOMAssociationProtocol(Protocol):
         try:
             result = responder.handle(message, context) if responder else None
             if not isinstance(result, Deferred):
-                self._queueResponse(self._encodeResponse(result, message))
+                pdus = self._encodeResponse(result, message)
+                if (
+                    requestBody is not None
+                    and len(pdus) == 1
+                    and getattr(responder, "repeatable", False)
+                ):
+                    self._replayer.record(requestBody, pdus[0])
+                self._queueResponse(pdus)
                 return
         except Exception:
             self._responseFailed(Failure(), None)

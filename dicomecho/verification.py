@@ -89,6 +89,14 @@ class IServiceResponder(Interface):
         "tuple[str, ...]: the SOP class UIDs (abstract syntaxes) served"
     )
 
+    repeatable = Attribute(
+        "bool, optional (default False): handle() answers synchronously, its"
+        " response depends only on the request and its context, and it copies"
+        " the request's MessageID into MessageIDBeingRespondedTo. The protocol"
+        " may then answer a request that repeats the previous one but for its"
+        " MessageID with the previous response, patched (dicomecho.replay)."
+    )
+
     def handle(
         request: DIMSEMessage, context: PresentationContextLike
     ) -> ResponderResult:
@@ -110,6 +118,7 @@ class VerificationResponder:
     """
 
     abstractSyntaxes: tuple[str, ...] = (VERIFICATION_SOP_CLASS,)
+    repeatable = True
 
     def handle(
         self, request: DIMSEMessage, context: PresentationContextLike
