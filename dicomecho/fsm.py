@@ -384,6 +384,8 @@ class _Input:
     pdu: object = None
     error: RemoteProtocolError | None = None
     detail: str = ""
+    #: The PDU already encoded, if the caller has its bytes.
+    encoded: bytes | None = None
 
 
 _Action = Callable[["AcceptorStateMachine", Event, _Input], "tuple[list[Effect], State]"]
@@ -436,13 +438,17 @@ class AcceptorStateMachine:
         """
         return self._handle(E.EVT19, _Input(error=error))
 
-    def associateResponse(self, response: AssociateAC | AssociateRJ) -> list[Effect]:
+    def associateResponse(
+        self, response: AssociateAC | AssociateRJ, encoded: bytes | None = None
+    ) -> list[Effect]:
         """
         Evt7 (accept) or Evt8 (reject): the local user's answer to an
         L{AssociateIndication}.
+
+        @param encoded: C{response}'s bytes, if known, to send as they are.
         """
         event = E.EVT7 if isinstance(response, AssociateAC) else E.EVT8
-        return self._handle(event, _Input(response))
+        return self._handle(event, _Input(response, encoded=encoded))
 
     def dataRequest(self, pdus: list[bytes]) -> list[Effect]:
         """
@@ -511,7 +517,7 @@ class AcceptorStateMachine:
     def _ae7(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
         ac = given.pdu
         assert isinstance(ac, AssociateAC)
-        return [SendPDU(ac.encode(), ac)], S.STA6
+        return [SendPDU(given.encoded or ac.encode(), ac)], S.STA6
 
     def _ae8(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
         rj = given.pdu

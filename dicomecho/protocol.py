@@ -67,6 +67,7 @@ from dicomecho.negotiation import (
     Acceptance,
     AssociationPolicy,
     InvalidAssociateRequest,
+    AcceptanceCache,
     TransferSyntaxPreference,
     negotiate,
     transferSyntaxOrder,
@@ -84,6 +85,7 @@ _CLOSE_GRACE = 1.0
 _TIMER_RESOLUTION = 1e-3
 
 _P_DATA_TF = PDUType.P_DATA_TF.value
+_A_ASSOCIATE_RQ = PDUType.A_ASSOCIATE_RQ.value
 
 
 def _commandName(commandField: int) -> str:
@@ -179,6 +181,7 @@ class DICOMServerFactory(ServerFactory):
         self.maxAssociateLength = maxAssociateLength
         self.activeAssociations = 0
         self.draining = False
+        self.acceptances = AcceptanceCache()
         self._protocols: set[DICOMAssociationProtocol] = set()
         self._drained: Deferred[None] | None = None
         self._drainCalls: list[IDelayedCall] = []
@@ -296,8 +299,8 @@ class DICOMAssociationProtocol(Protocol):
         self._peerMaxPDULength = 0
         self._assembler: MessageAssembler | None = None
         self._replayer = ResponseReplayer()
-        # The body of the P-DATA-TF being handled, while the full path
-        # handles it in a state where its response may be replayed.
+        # The body of the PDU the full path is handling, for the caches
+        # (replayed responses, known acceptances).
         self._requestBody: bytes | None = None
         self._counted = False
         self._releasing = False
@@ -358,21 +361,27 @@ class DICOMAssociationProtocol(Protocol):
                 frame = framer.nextFrame()
                 if frame is None:
                     return
-                replayable = frame.pduType == _P_DATA_TF and self._replayable()
-                if replayable:
-                    response = self._replayer.respond(frame.body)
+                pduType, body = frame
+                if pduType == _P_DATA_TF and self._replayable():
+                    response = self._replayer.respond(body)
                     if response is not None:
                         self._messages += 1
                         self.transport.write(response)  # type: ignore[union-attr]
                         continue
-                pdu = decodePDU(frame.pduType, frame.body)
+                known = (
+                    self._config.acceptances.get(body, self._config.policy)
+                    if pduType == _A_ASSOCIATE_RQ
+                    else None
+                )
+                # A known request's decoded PDU is the one decoding gives.
+                pdu = known[0].rq if known is not None else decodePDU(pduType, body)
             except RemoteProtocolError as error:
                 self._logInvalid(error)
                 self._perform(self._machine.invalidPDUReceived(error))
                 if framer.failed or framer.bufferedLength == 0:
                     return
                 continue
-            self._requestBody = frame.body if replayable else None
+            self._requestBody = body
             self._perform(self._machine.pduReceived(pdu))
             self._requestBody = None
 
@@ -479,13 +488,20 @@ class DICOMAssociationProtocol(Protocol):
                 peer=self._peer,
                 rq=rq,
             )
+        policy = config.policy
+        body = self._requestBody
+        atCapacity = config.draining or config.activeAssociations >= config.maxAssociations
+        known = (
+            config.acceptances.get(body, policy)
+            if body is not None and not atCapacity
+            else None
+        )
         try:
-            outcome = negotiate(
-                rq,
-                config.policy,
-                atCapacity=config.draining
-                or config.activeAssociations >= config.maxAssociations,
-            )
+            if known is not None and known[0].rq is rq:
+                outcome, acBytes = known
+            else:
+                outcome = negotiate(rq, policy, atCapacity=atCapacity)
+                acBytes = None
         except InvalidAssociateRequest as error:
             self._logInvalid(error)
             self._setOutcome("aborted", str(error))
@@ -510,7 +526,11 @@ class DICOMAssociationProtocol(Protocol):
                 contexts=outcome.contexts,
             )
             self._setOutcome("established", "association not yet ended")
-            self._perform(self._machine.associateResponse(outcome.ac))
+            if acBytes is None:
+                acBytes = outcome.ac.encode()
+                if body is not None:
+                    config.acceptances.remember(body, policy, outcome, acBytes)
+            self._perform(self._machine.associateResponse(outcome.ac, acBytes))
             self._armIdleTimer()
         else:
             # echoscp reports a protocol version it cannot serve as an error
@@ -545,8 +565,11 @@ class DICOMAssociationProtocol(Protocol):
         assembler = self._assembler
         assert assembler is not None
         pdvs = indication.pdata.pdvs
-        # A response may be replayed only for a P-DATA-TF of a single PDV.
-        requestBody = self._requestBody if len(pdvs) == 1 else None
+        # A response may be recorded for replay only for a P-DATA-TF of a
+        # single PDV, received where it could have been replayed.
+        requestBody = (
+            self._requestBody if len(pdvs) == 1 and self._replayable() else None
+        )
         for pdv in pdvs:
             try:
                 message = assembler.receive(pdv)
