@@ -499,6 +499,11 @@ class AcceptanceCache:
     take the full path, and are logged as such. This halves the CPU of
     accepting a typical request (benchmarks/hotpath.py).
 
+    Each entry also holds an object the caller shares among the
+    associations accepted this way (the protocol keeps its
+    L{dicomecho.replay.ResponseReplayer} there: the same request, policy
+    and acceptance give the same responses).
+
     Bounded: at most C{maxEntries} requests of at most C{maxBodyLength}
     bytes; the oldest entry makes room for a new one.
     """
@@ -507,22 +512,30 @@ class AcceptanceCache:
         self.maxEntries = maxEntries
         self.maxBodyLength = maxBodyLength
         self._policy: AssociationPolicy | None = None
-        self._entries: dict[bytes, tuple[Acceptance, bytes]] = {}
+        self._entries: dict[bytes, tuple[Acceptance, bytes, object]] = {}
 
-    def get(self, body: bytes, policy: AssociationPolicy) -> tuple[Acceptance, bytes] | None:
+    def get(
+        self, body: bytes, policy: AssociationPolicy
+    ) -> tuple[Acceptance, bytes, object] | None:
         """
-        The acceptance of the request with this body under C{policy}, and
-        its encoded AC, if known.
+        The acceptance of the request with this body under C{policy}, its
+        encoded AC and the shared object, if known.
         """
         if policy is not self._policy:
             return None
         return self._entries.get(body)
 
     def remember(
-        self, body: bytes, policy: AssociationPolicy, acceptance: Acceptance, ac: bytes
+        self,
+        body: bytes,
+        policy: AssociationPolicy,
+        acceptance: Acceptance,
+        ac: bytes,
+        shared: object = None,
     ) -> None:
         """
-        Keep the acceptance of the request with this body under C{policy}.
+        Keep the acceptance of the request with this body under C{policy},
+        its encoded AC, and an object to share.
         """
         if len(body) > self.maxBodyLength or self.maxEntries <= 0:
             return
@@ -532,4 +545,4 @@ class AcceptanceCache:
             self._policy = policy
         if body not in entries and len(entries) >= self.maxEntries:
             del entries[next(iter(entries))]
-        entries[body] = (acceptance, ac)
+        entries[body] = (acceptance, ac, shared)

@@ -298,7 +298,8 @@ class DICOMAssociationProtocol(Protocol):
         self._contexts: dict[int, Any] = {}
         self._peerMaxPDULength = 0
         self._assembler: MessageAssembler | None = None
-        self._replayer = ResponseReplayer()
+        # Set when the association is accepted.
+        self._replayer: ResponseReplayer | None = None
         # The body of the PDU the full path is handling, for the caches
         # (replayed responses, known acceptances).
         self._requestBody: bytes | None = None
@@ -363,7 +364,7 @@ class DICOMAssociationProtocol(Protocol):
                     return
                 pduType, body = frame
                 if pduType == _P_DATA_TF and self._replayable():
-                    response = self._replayer.respond(body)
+                    response = self._replayer.respond(body)  # type: ignore[union-attr]
                     if response is not None:
                         self._messages += 1
                         self.transport.write(response)  # type: ignore[union-attr]
@@ -498,10 +499,10 @@ class DICOMAssociationProtocol(Protocol):
         )
         try:
             if known is not None and known[0].rq is rq:
-                outcome, acBytes = known
+                outcome, acBytes, replayer = known
             else:
                 outcome = negotiate(rq, policy, atCapacity=atCapacity)
-                acBytes = None
+                acBytes = replayer = None
         except InvalidAssociateRequest as error:
             self._logInvalid(error)
             self._setOutcome("aborted", str(error))
@@ -528,8 +529,13 @@ class DICOMAssociationProtocol(Protocol):
             self._setOutcome("established", "association not yet ended")
             if acBytes is None:
                 acBytes = outcome.ac.encode()
+                replayer = ResponseReplayer()
                 if body is not None:
-                    config.acceptances.remember(body, policy, outcome, acBytes)
+                    config.acceptances.remember(body, policy, outcome, acBytes, replayer)
+            # Associations accepted alike answer alike: they share what the
+            # replayer learns, so an SCU's first echo can be replayed too.
+            assert isinstance(replayer, ResponseReplayer)
+            self._replayer = replayer
             self._perform(self._machine.associateResponse(outcome.ac, acBytes))
             self._armIdleTimer()
         else:
@@ -614,7 +620,7 @@ class DICOMAssociationProtocol(Protocol):
                     and len(pdus) == 1
                     and getattr(responder, "repeatable", False)
                 ):
-                    self._replayer.record(requestBody, pdus[0])
+                    self._replayer.record(requestBody, pdus[0])  # type: ignore[union-attr]
                 self._queueResponse(pdus)
                 return
         except Exception:

@@ -41,8 +41,9 @@ def test_cacheKeysOnBodyAndPolicy() -> None:
     policy, other = AssociationPolicy(), AssociationPolicy()
     request = rq()
     entry = accepted(request, policy)
-    cache.remember(body(request), policy, *entry)
-    assert cache.get(body(request), policy) == entry
+    shared = object()
+    cache.remember(body(request), policy, *entry, shared)
+    assert cache.get(body(request), policy) == (*entry, shared)
     assert cache.get(body(request) + b"\0", policy) is None
     assert cache.get(body(request), other) is None
     cache.remember(body(rq(maxLength=0)), other, *accepted(rq(maxLength=0), other))
@@ -95,6 +96,45 @@ def test_knownRequestGetsTheSameAC() -> None:
         for harness in (one, two):
             harness.close()
     assert clock.getDelayedCalls() == []
+
+
+def test_firstEchoReplayedAcrossAssociations() -> None:
+    """
+    Associations accepted from the same cached acceptance share their
+    replayer: from the third association on, the first echo is answered
+    without the responder, with the bytes the full path gives.
+    """
+    from twisted.logger import LogLevel
+
+    from dicomecho.logs import logLevel, setLogLevel
+    from tests.test_replay import CountingResponder, pdata
+    from tests.test_protocol import echoCommand
+
+    before = logLevel()
+    setLogLevel(LogLevel.error)
+    try:
+        clock = Clock()
+        responder = CountingResponder(True)
+        factory = DICOMServerFactory(clock=clock, responders=[responder])
+        outputs = []
+        for messageID in range(1, 6):
+            harness = associate(factory, clock, encode(rq()))
+            harness.transport.clear()
+            harness.send(pdata((1, echoCommand(messageID))), ReleaseRQ())
+            outputs.append(harness.transport.value())
+            harness.close()
+        assert responder.calls == 1
+        reference = DICOMServerFactory(clock=clock)
+        for messageID, output in zip(range(1, 6), outputs):
+            harness = associate(reference, clock, encode(rq()))
+            harness.protocol._replayable = lambda: False  # type: ignore[method-assign]
+            harness.transport.clear()
+            harness.send(pdata((1, echoCommand(messageID))), ReleaseRQ())
+            assert harness.transport.value() == output
+            harness.close()
+        clock.advance(60)
+    finally:
+        setLogLevel(before)
 
 
 def test_capacityAndPolicyStillApply() -> None:
