@@ -18,6 +18,7 @@ in the same read as the request.
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 from typing import NamedTuple
 
 from dicomecho.errors import (
@@ -60,6 +61,9 @@ _FIXED_FOUR = frozenset(
 )
 _ASSOCIATE = frozenset({PDUType.A_ASSOCIATE_RQ, PDUType.A_ASSOCIATE_AC})
 _KNOWN = frozenset(PDUType)
+_PDU_TYPES = {each.value: each for each in PDUType}
+# Frame's fields without NamedTuple's Python-level __new__ (one per PDU).
+_newFrame = tuple.__new__
 
 _HTTP_STARTS = (
     b"GET ",
@@ -101,6 +105,25 @@ class Frame(NamedTuple):
     body: bytes
 
 
+@lru_cache(maxsize=16)
+def _limits(maxAssociateLength: int, maxPDataLength: int) -> dict[int, int]:
+    """
+    The longest body each PDU type may declare, looked up per PDU (shared
+    by the framers of one server; read only). L{PDUFramer._checkHeader}
+    says why a header is refused.
+    """
+    return {
+        pduType: (
+            maxPDataLength or UNLIMITED_PDATA_CEILING
+            if pduType == PDUType.P_DATA_TF
+            else 4
+            if pduType in _FIXED_FOUR
+            else maxAssociateLength
+        )
+        for pduType in _PDU_TYPES
+    }
+
+
 class PDUFramer:
     """
     Split a DICOM UL byte stream into L{Frame}s (PS3.8 §9.3.1 header).
@@ -121,11 +144,40 @@ class PDUFramer:
             0x51); P-DATA-TF PDUs longer than this are refused. 0 means
             "unlimited", bounded by L{UNLIMITED_PDATA_CEILING}.
         """
-        self.maxAssociateLength = maxAssociateLength
-        self.maxPDataLength = maxPDataLength
+        self._limits: dict[int, int] = {}
+        self._maxAssociateLength = maxAssociateLength
+        self._maxPDataLength = maxPDataLength
+        self._setLimits()
         self._buffer = bytearray()
         self._offset = 0
         self._failure: RemoteProtocolError | None = None
+
+    @property
+    def maxAssociateLength(self) -> int:
+        """
+        The largest A-ASSOCIATE-RQ/AC PDU length accepted.
+        """
+        return self._maxAssociateLength
+
+    @maxAssociateLength.setter
+    def maxAssociateLength(self, value: int) -> None:
+        self._maxAssociateLength = value
+        self._setLimits()
+
+    @property
+    def maxPDataLength(self) -> int:
+        """
+        The largest P-DATA-TF PDU length accepted; 0 for the ceiling.
+        """
+        return self._maxPDataLength
+
+    @maxPDataLength.setter
+    def maxPDataLength(self, value: int) -> None:
+        self._maxPDataLength = value
+        self._setLimits()
+
+    def _setLimits(self) -> None:
+        self._limits = _limits(self._maxAssociateLength, self._maxPDataLength)
 
     @property
     def failed(self) -> bool:
@@ -163,27 +215,29 @@ class PDUFramer:
             raise self._failure.with_traceback(None)
         buffer = self._buffer
         offset = self._offset
-        available = len(buffer) - offset
-        if available < HEADER_LENGTH:
+        size = len(buffer)
+        if size - offset < HEADER_LENGTH:
             self._compact()
             return None
         pduType, length = _HEADER.unpack_from(buffer, offset)
-        try:
-            self._checkHeader(pduType, length, offset)
-        except RemoteProtocolError as e:
-            self._fail(e)
-            raise
+        limit = self._limits.get(pduType)
+        if limit is None or length > limit or (length != 4 and pduType in _FIXED_FOUR):
+            try:
+                self._checkHeader(pduType, length, offset)
+            except RemoteProtocolError as e:
+                self._fail(e)
+                raise
         end = offset + HEADER_LENGTH + length
-        if end > len(buffer):
+        if end > size:
             self._compact()
             return None
         body = bytes(buffer[offset + HEADER_LENGTH : end])
-        if end == len(buffer):
+        if end == size:
             buffer.clear()
             self._offset = 0
         else:
             self._offset = end
-        return Frame(PDUType(pduType), body)
+        return _newFrame(Frame, (_PDU_TYPES[pduType], body))
 
     def _checkHeader(self, pduType: int, length: int, offset: int) -> None:
         if pduType not in _KNOWN:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Union
+from typing import Callable, NamedTuple, Union
 
 from dicomecho.errors import (
     AbortReason,
@@ -374,11 +374,20 @@ Effect = Union[
     PDUIgnored,
 ]
 
+# The effects without fields, built once: they are returned for most events.
+_START_ARTIM = StartARTIM()
+_STOP_ARTIM = StopARTIM()
+_CLOSE_TRANSPORT = CloseTransport()
+_RELEASE_INDICATION = ReleaseIndication()
+_RELEASE_CONFIRMATION = ReleaseConfirmation()
+_SEND_RELEASE_RP = SendPDU(ReleaseRP().encode(), ReleaseRP())
 
-@dataclass(frozen=True, slots=True)
-class _Input:
+
+class _Input(NamedTuple):
     """
     What came with an event: a PDU, a decode error, or a primitive's data.
+    (A named tuple: one is built per event, and builds faster than a frozen
+    dataclass.)
     """
 
     pdu: object = None
@@ -491,19 +500,19 @@ class AcceptorStateMachine:
 
     def _handle(self, event: Event, given: _Input) -> list[Effect]:
         try:
-            name = TRANSITIONS[(self.state, event)]
+            action = _TABLE[(self.state, event)]
         except KeyError:
             raise LocalProtocolError(
                 f"{event.value} is not valid in {self.state.value}"
             ) from None
-        effects, self.state = _ACTIONS[name](self, event, given)
+        effects, self.state = action(self, event, given)
         return effects
 
     # --- actions, PS3.8 Tables 9-6 to 9-9 ------------------------------------
 
     def _ae5(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
         # Issue transport connection response; start ARTIM.
-        return [StartARTIM()], S.STA2
+        return [_START_ARTIM], S.STA2
 
     def _ae6(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
         # Stop ARTIM; issue A-ASSOCIATE indication. The service-provider's
@@ -512,7 +521,7 @@ class AcceptorStateMachine:
         # Evt8/AE-8, which puts the same bytes on the wire as AE-6's reject
         # branch (send RJ, start ARTIM, Sta13).
         assert isinstance(given.pdu, AssociateRQ)
-        return [StopARTIM(), AssociateIndication(given.pdu)], S.STA3
+        return [_STOP_ARTIM, AssociateIndication(given.pdu)], S.STA3
 
     def _ae7(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
         ac = given.pdu
@@ -522,7 +531,7 @@ class AcceptorStateMachine:
     def _ae8(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
         rj = given.pdu
         assert isinstance(rj, AssociateRJ)
-        return [SendPDU(rj.encode(), rj), StartARTIM()], S.STA13
+        return [SendPDU(rj.encode(), rj), _START_ARTIM], S.STA13
 
     def _dt1(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
         return [SendPDU(data) for data in given.pdu], S.STA6  # type: ignore[attr-defined]
@@ -535,16 +544,16 @@ class AcceptorStateMachine:
         return [SendPDU(ReleaseRQ().encode(), ReleaseRQ())], S.STA7
 
     def _ar2(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
-        return [ReleaseIndication()], S.STA8
+        return [_RELEASE_INDICATION], S.STA8
 
     def _ar3(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
-        return [ReleaseConfirmation(), CloseTransport()], S.STA1
+        return [_RELEASE_CONFIRMATION, _CLOSE_TRANSPORT], S.STA1
 
     def _ar4(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
-        return [SendPDU(ReleaseRP().encode(), ReleaseRP()), StartARTIM()], S.STA13
+        return [_SEND_RELEASE_RP, _START_ARTIM], S.STA13
 
     def _ar5(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
-        return [StopARTIM()], S.STA1
+        return [_STOP_ARTIM], S.STA1
 
     def _ar6(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
         assert isinstance(given.pdu, PDataTF)
@@ -555,13 +564,13 @@ class AcceptorStateMachine:
 
     def _ar8(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
         # Release collision; we are never the association-requestor.
-        return [ReleaseIndication()], S.STA10
+        return [_RELEASE_INDICATION], S.STA10
 
     def _ar9(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
         return [SendPDU(ReleaseRP().encode(), ReleaseRP())], S.STA11
 
     def _ar10(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
-        return [ReleaseConfirmation()], S.STA12
+        return [_RELEASE_CONFIRMATION], S.STA12
 
     def _aa1(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
         # Send A-ABORT and start (or restart) ARTIM. See the module
@@ -575,13 +584,13 @@ class AcceptorStateMachine:
             detail = _describe(event, given)
         return [
             SendPDU(abort.encode(), abort),
-            StartARTIM(),
+            _START_ARTIM,
             AbortIndication(abort.source, abort.reason, False, detail),
         ], S.STA13
 
     def _aa2(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
         # Stop ARTIM if running; close the transport.
-        effects: list[Effect] = [StopARTIM(), CloseTransport()]
+        effects: list[Effect] = [_STOP_ARTIM, _CLOSE_TRANSPORT]
         if event is E.EVT16 and self.state is S.STA2:
             abort = given.pdu
             assert isinstance(abort, Abort)
@@ -606,7 +615,7 @@ class AcceptorStateMachine:
         assert isinstance(abort, Abort)
         return [
             AbortIndication(abort.source, abort.reason, True, "peer sent A-ABORT"),
-            CloseTransport(),
+            _CLOSE_TRANSPORT,
         ], S.STA1
 
     def _aa4(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
@@ -621,7 +630,7 @@ class AcceptorStateMachine:
         ], S.STA1
 
     def _aa5(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
-        return [StopARTIM()], S.STA1
+        return [_STOP_ARTIM], S.STA1
 
     def _aa6(self, event: Event, given: _Input) -> tuple[list[Effect], State]:
         return [PDUIgnored(given.pdu)], S.STA13  # type: ignore[arg-type]
@@ -636,7 +645,7 @@ class AcceptorStateMachine:
         return [
             SendPDU(abort.encode(), abort),
             AbortIndication(abort.source, abort.reason, False, _describe(event, given)),
-            StartARTIM(),
+            _START_ARTIM,
         ], S.STA13
 
 
@@ -665,4 +674,9 @@ _ACTIONS: dict[str, _Action] = {
     "AA-6": AcceptorStateMachine._aa6,
     "AA-7": AcceptorStateMachine._aa7,
     "AA-8": AcceptorStateMachine._aa8,
+}
+
+#: TRANSITIONS with each action name resolved to its method.
+_TABLE: dict[tuple[State, Event], _Action] = {
+    key: _ACTIONS[name] for key, name in TRANSITIONS.items()
 }

@@ -97,14 +97,22 @@ class _LevelFilter:
     """
 
     def __init__(self) -> None:
-        self.level: LogLevel | None = LogLevel.info
+        self.level: LogLevel | None = None
+        #: The levels that pass, as a set: a membership test is cheaper than
+        #: ordering L{LogLevel}s, and callers test it per PDU.
+        self.enabled: frozenset[LogLevel] = frozenset()
+        self.setLevel(LogLevel.info)
+
+    def setLevel(self, level: LogLevel | None) -> None:
+        self.level = level
+        self.enabled = frozenset(
+            () if level is None else (each for each in LogLevel.iterconstants() if each >= level)
+        )
 
     def __call__(self, event: LogEvent) -> PredicateResult:
-        if self.level is None:
-            return PredicateResult.no
-        if event["log_level"] < self.level:
-            return PredicateResult.no
-        return PredicateResult.maybe
+        if event["log_level"] in self.enabled:
+            return PredicateResult.maybe
+        return PredicateResult.no
 
 
 _filter = _LevelFilter()
@@ -119,8 +127,7 @@ class _LevelGatedLogger(Logger):
     """
 
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
-        current = _filter.level
-        if current is not None and level >= current:
+        if level in _filter.enabled:
             Logger.emit(self, level, format, **kwargs)
 
 
@@ -136,7 +143,7 @@ def setLogLevel(level: LogLevel | None) -> None:
     Set the least severe level dicomecho emits; C{None} emits nothing
     (echoscp's C{-q}). The default, for library use, is C{info}.
     """
-    _filter.level = level
+    _filter.setLevel(level)
 
 
 def logLevel() -> LogLevel | None:
@@ -151,8 +158,7 @@ def isEnabled(level: LogLevel) -> bool:
     Whether an event at C{level} would be emitted; lets callers skip
     building expensive events (the C{-d} blocks).
     """
-    current = _filter.level
-    return current is not None and level >= current
+    return level in _filter.enabled
 
 
 # --- rendering helpers ---------------------------------------------------------
