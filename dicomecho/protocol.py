@@ -18,7 +18,8 @@ Each runs on its own, so a half-received PDU cannot hold a connection open.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Iterable, Sequence
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
@@ -83,6 +84,8 @@ _CLOSE_GRACE = 1.0
 
 #: A timer with less than this left is due.
 _TIMER_RESOLUTION = 1e-3
+
+_NO_CONTEXTS: Mapping[int, Any] = MappingProxyType({})
 
 _P_DATA_TF = PDUType.P_DATA_TF.value
 _A_ASSOCIATE_RQ = PDUType.A_ASSOCIATE_RQ.value
@@ -298,7 +301,7 @@ class DICOMAssociationProtocol(Protocol):
         self._lastReceived = 0.0
         # What the association needs of its negotiation; the decoded request
         # itself is not kept (a 1 MiB request decodes to many objects).
-        self._contexts: dict[int, Any] = {}
+        self._contexts: Mapping[int, Any] = _NO_CONTEXTS
         self._peerMaxPDULength = 0
         self._assembler: MessageAssembler | None = None
         # Set when the association is accepted.
@@ -310,8 +313,10 @@ class DICOMAssociationProtocol(Protocol):
         self._releasing = False
         self._paused = False
         # Responses not yet sent, in request order: each entry is a list
-        # holding the encoded PDUs once they are ready.
-        self._pending: deque[list[list[bytes] | None]] = deque()
+        # holding the encoded PDUs once they are ready. A deque is made only
+        # when a responder answers later (it is some 600 bytes, and most
+        # associations never need one).
+        self._pending: deque[list[list[bytes] | None]] | tuple[()] = ()
         # The peer's address for the log, read from the transport when first
         # needed (most associations log nothing at the default level).
         self._peerAddress: tuple[str, int | None] | None = None
@@ -530,7 +535,8 @@ class DICOMAssociationProtocol(Protocol):
             )
             return
         if isinstance(outcome, Acceptance):
-            self._contexts = dict(outcome.contexts)
+            # Read only, and shared with associations accepted alike.
+            self._contexts = outcome.contexts
             self._peerMaxPDULength = outcome.peerMaxPDULength
             self._assembler = MessageAssembler(outcome.contexts.keys())
             config.activeAssociations += 1
@@ -645,7 +651,9 @@ class DICOMAssociationProtocol(Protocol):
             self._responseFailed(Failure(), None)
             return
         slot: list[list[bytes] | None] = [None]
-        self._pending.append(slot)
+        if not self._pending:
+            self._pending = deque()
+        self._pending.append(slot)  # type: ignore[union-attr]
         result.addCallback(self._encodeResponse, message)
         result.addCallbacks(
             self._queueResponse, self._responseFailed, (slot,), None, (slot,)
@@ -681,11 +689,11 @@ class DICOMAssociationProtocol(Protocol):
                 if pdus:
                     self._perform(self._machine.dataRequest(pdus))
                 return
-            self._pending.append([pdus])
+            self._pending.append([pdus])  # type: ignore[union-attr]
         else:
             slot[0] = pdus
         while self._pending and self._pending[0][0] is not None:
-            ready = self._pending.popleft()[0]
+            ready = self._pending.popleft()[0]  # type: ignore[union-attr]
             if ready and self._machine.state in (State.STA6, State.STA8):
                 self._perform(self._machine.dataRequest(ready))
         self._releaseIfIdle()
@@ -764,7 +772,7 @@ class DICOMAssociationProtocol(Protocol):
         if (self._machine.state, Event.EVT15) not in TRANSITIONS:
             # No association to abort (Sta1, Sta2, Sta13): closing is all.
             return
-        self._pending.clear()
+        self._pending = ()
         self._perform(self._machine.abortRequest(abort, why))
 
     def _abortIndication(self, indication: AbortIndication) -> None:
