@@ -141,7 +141,7 @@ class LoadGenerator:
                  warmup: float = 0.5, duration: float = 3.0, maxOps: int = 10_000_000,
                  hold: float = 3.0, openConcurrency: int = 64, opTimeout: float = 10.0,
                  timeout: float = 120.0, serverPID: int | None = None,
-                 sources: Sequence[str] = ()) -> None:
+                 sources: Sequence[str] = (), busyPoll: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         self.address = (host, port)
@@ -153,6 +153,10 @@ class LoadGenerator:
         self.timeoutNs = int(timeout * 1e9)
         self.serverPID = serverPID
         self.sources = list(sources)
+        # Poll without sleeping: the reply is seen without a wake-up of this
+        # process, so a one-at-a-time round trip measures the server more
+        # than this process's scheduling (costs this process a whole CPU).
+        self.busyPoll = busyPoll
         requests = Requests.fromCapture()
         self.associateRQ = requests.associateRQ
         self.releaseRQ = requests.releaseRQ
@@ -398,7 +402,7 @@ class LoadGenerator:
             now = time.perf_counter_ns()
             if now >= deadline:
                 return False
-            self._poll(min(0.05, (deadline - now) / 1e9))
+            self._poll(0 if self.busyPoll else min(0.05, (deadline - now) / 1e9))
             self._scanTimeouts(time.perf_counter_ns())
         return True
 
@@ -414,7 +418,8 @@ class LoadGenerator:
         """
         start = time.perf_counter_ns()
         hardDeadline = start + self.timeoutNs
-        result: dict[str, Any] = {"mode": self.mode, "concurrency": self.concurrency}
+        result: dict[str, Any] = {"mode": self.mode, "concurrency": self.concurrency,
+                                  "busyPoll": self.busyPoll}
         try:
             if self.mode == "idle":
                 self._runIdle(result, hardDeadline)
@@ -580,6 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--server-pid", type=int, help="read this process's CPU and RSS")
     parser.add_argument("--sources", type=int, default=16,
                         help="rotate over 127.0.0.2..127.0.0.(1+N) as source addresses; 0: none")
+    parser.add_argument("--busy-poll", action="store_true",
+                        help="poll without sleeping (one CPU at 100%%) so replies need no wake-up")
     parser.add_argument("--json", type=Path, help="write the result here instead of stdout")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
@@ -589,6 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration=args.duration, maxOps=args.max_ops, hold=args.hold,
         openConcurrency=args.open_concurrency, opTimeout=args.op_timeout, timeout=args.timeout,
         serverPID=args.server_pid, sources=sourceAddresses(args.sources) if args.sources else (),
+        busyPoll=args.busy_poll,
     )
     result = generator.run()
     text = json.dumps(result)

@@ -79,6 +79,7 @@ class Settings(argparse.Namespace):
     json: Path | None
     quick: bool
     machineWarmup: float
+    busyPoll: bool
 
 
 def modeRuns(settings: Settings) -> list[ModeRun]:
@@ -96,6 +97,17 @@ def modeRuns(settings: Settings) -> list[ModeRun]:
 
 
 # --- processes ----------------------------------------------------------------------
+
+
+def busyPolls(run: ModeRun, settings: Settings, cpu: int | None) -> bool:
+    """
+    Whether the load generator busy-polls: in the one-at-a-time modes
+    (C{echoes/1}, C{associations/1}), on a CPU of its own. There the round
+    trip otherwise includes waking the load generator (about 70 us of a
+    120 us echo on the reference VM), which measures the scheduler rather
+    than the server; with its own CPU, spinning costs the server nothing.
+    """
+    return settings.busyPoll and cpu is not None and run.mode != "idle" and run.concurrency == 1
 
 
 def runLoadGenerator(server: ServerProcess, run: ModeRun, settings: Settings,
@@ -122,7 +134,7 @@ def runLoadGenerator(server: ServerProcess, run: ModeRun, settings: Settings,
         "--hold", str(settings.hold), "--open-concurrency", str(openConcurrency),
         "--op-timeout", str(settings.opTimeout), "--timeout", str(timeout),
         "--server-pid", str(server.pid),
-    ], cpu)
+    ] + (["--busy-poll"] if busyPolls(run, settings, cpu) else []), cpu)
     with subprocess.Popen(command, cwd=ROOT, env=childEnvironment(), stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         pinAfterStart(proc.pid, cpu)
@@ -378,7 +390,8 @@ def _notes(report: dict[str, Any]) -> list[str]:
                 if "failed" in result:
                     notes.append(f"{where} {key}: FAILED: {result['failed']}")
                     continue
-                loadgenPeak = max(loadgenPeak, result.get("loadgenCPUPercent") or 0.0)
+                if not result.get("busyPoll"):
+                    loadgenPeak = max(loadgenPeak, result.get("loadgenCPUPercent") or 0.0)
                 otherPeak = max(otherPeak, result.get("otherCPUPercent") or 0.0)
                 if result.get("stealPercent") is not None:
                     windows += 1
@@ -399,6 +412,7 @@ def _notes(report: dict[str, Any]) -> list[str]:
     notes.append(f"dicomecho echo replies checked OK: {ok} of {sent} sent"
                  + ("" if ok == sent else " -- SOME NOT ANSWERED OR WRONG"))
     notes.append(f"load generator CPU: at most {loadgenPeak:.0f}% of its core in any window"
+                 " (busy-polling windows, at 100% by design, left out)"
                  + (" -- it may be the bottleneck" if loadgenPeak > 90 else ""))
     notes.append(f"other processes (and unattributed kernel work) used at most {otherPeak:.0f}% "
                  "of a CPU in any window" + (" -- THE MACHINE WAS NOT QUIET, figures are noisy"
@@ -520,6 +534,8 @@ def parseSettings(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--modes", type=_commaList(str, MODES), default=list(MODES))
     parser.add_argument("--machine-warmup", dest="machineWarmup", type=float, default=3.0,
                         help="seconds of unmeasured load (floor, echoes/8) before the first round")
+    parser.add_argument("--no-busy-poll", dest="busyPoll", action="store_false",
+                        help="let the load generator sleep in the one-at-a-time modes too")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin the server to CPU 0 and the load generator to CPU 1")
     parser.add_argument("--json", type=Path, help="write all figures as JSON here")

@@ -445,6 +445,9 @@ class MessageAssembler:
     all partial messages together by the sum of the caps.
     """
 
+    # One per association: no instance dictionary.
+    __slots__ = ("_accepted", "maxCommandLength", "maxDataSetLength", "_partial", "_buffered")
+
     def __init__(
         self,
         acceptedContextIDs: Collection[int],

@@ -133,6 +133,9 @@ class PDUFramer:
     buffered for a connection that is being aborted.
     """
 
+    # One per connection: no instance dictionary.
+    __slots__ = ("_limits", "_maxAssociateLength", "_maxPDataLength", "_buffer", "_offset", "_failure")
+
     def __init__(
         self,
         maxAssociateLength: int = DEFAULT_MAX_ASSOCIATE_LENGTH,

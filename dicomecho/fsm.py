@@ -424,6 +424,9 @@ class AcceptorStateMachine:
     @ivar state: the current L{State}; starts in Sta1.
     """
 
+    # One per connection: no instance dictionary.
+    __slots__ = ("state",)
+
     def __init__(self) -> None:
         self.state = State.STA1
 
