@@ -31,7 +31,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks.soak import ReplyError, Requests, checkAC, cpuSeconds, readStatus, splitPDUs
+from benchmarks.soak import (
+    ReplyError,
+    Requests,
+    checkAC,
+    commandElements,
+    cpuSeconds,
+    readStatus,
+    splitPDUs,
+)
 
 __all__ = [
     "ROOT",
@@ -66,7 +74,6 @@ REPLIES_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "dicomecho_repl
 PDU_HEADER = struct.Struct(">BBI")
 IP_BIND_ADDRESS_NO_PORT: int = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
-_ELEMENT = struct.Struct("<HHI")
 
 #: Seconds a server may take to listen.
 START_TIMEOUT = 30.0
@@ -81,27 +88,6 @@ C_ECHO_RSP = 0x8030
 
 #: P-DATA-TF header (6) + PDV length (4) + context ID (1) + control header (1).
 COMMAND_OFFSET = 12
-
-
-def commandElements(command: bytes) -> dict[tuple[int, int], tuple[int, bytes]]:
-    """
-    The elements of an Implicit VR Little Endian command set, as
-    C{(group, element) -> (offset of the value in C{command}, value)}.
-
-    @raise ValueError: if an element overruns the set or bytes trail it.
-    """
-    elements: dict[tuple[int, int], tuple[int, bytes]] = {}
-    pos = 0
-    while pos + 8 <= len(command):
-        group, element, length = _ELEMENT.unpack_from(command, pos)
-        start = pos + 8
-        if start + length > len(command):
-            raise ValueError(f"element ({group:04X},{element:04X}) overruns the command set")
-        elements[(group, element)] = (start, command[start : start + length])
-        pos = start + length
-    if pos != len(command):
-        raise ValueError("trailing bytes after the last command element")
-    return elements
 
 
 def valueOffset(pdata: bytes, tag: tuple[int, int]) -> int:

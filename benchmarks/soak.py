@@ -147,10 +147,12 @@ def splitPDUs(data: bytes) -> list[bytes]:
     return pdus
 
 
-def _commandElements(command: bytes) -> dict[tuple[int, int], tuple[int, bytes]]:
+def commandElements(command: bytes) -> dict[tuple[int, int], tuple[int, bytes]]:
     """
     The elements of an Implicit VR Little Endian command set:
     C{(group, element) -> (offset of the value, value)}.
+
+    @raise ValueError: if an element overruns the set or bytes trail it.
     """
     elements = {}
     pos = 0
@@ -187,7 +189,7 @@ class Requests:
         contextID, control = pdata[10], pdata[11]
         if control != 0x03:
             raise ValueError(f"{path}: the C-ECHO-RQ is not one command PDV")
-        offset, _ = _commandElements(pdata[12:])[(0x0000, 0x0110)]
+        offset, _ = commandElements(pdata[12:])[(0x0000, 0x0110)]
         return cls(rq, pdata, release, 12 + offset, contextID)
 
     def echo(self, messageID: int) -> bytes:
@@ -263,7 +265,7 @@ def checkEchoRSP(pdu: bytes, messageID: int, contextID: int = 1) -> None:
             "not one command PDV", f"context {pdvContext}, control header 0x{control:02X}"
         )
     try:
-        elements = _commandElements(pdu[12:])
+        elements = commandElements(pdu[12:])
     except ValueError as e:
         raise ReplyError("malformed command set", str(e)) from None
 

@@ -307,8 +307,10 @@ class DICOMAssociationProtocol(Protocol):
         # Set when the association is accepted.
         self._replayer: ResponseReplayer | None = None
         # The body of the PDU the full path is handling, for the caches
-        # (replayed responses, known acceptances).
+        # (replayed responses, known acceptances), and for an
+        # A-ASSOCIATE-RQ the cache's entry for that body, if any.
         self._requestBody: bytes | None = None
+        self._knownRequest: tuple[Acceptance, bytes, object] | None = None
         self._counted = False
         self._releasing = False
         self._paused = False
@@ -401,9 +403,9 @@ class DICOMAssociationProtocol(Protocol):
                 if framer.failed or framer.bufferedLength == 0:
                     return
                 continue
-            self._requestBody = body
+            self._requestBody, self._knownRequest = body, known
             self._perform(self._machine.pduReceived(pdu))
-            self._requestBody = None
+            self._requestBody = self._knownRequest = None
 
     def _replayable(self) -> bool:
         """
@@ -514,13 +516,9 @@ class DICOMAssociationProtocol(Protocol):
         policy = config.policy
         body = self._requestBody
         atCapacity = config.draining or config.activeAssociations >= config.maxAssociations
-        known = (
-            config.acceptances.get(body, policy)
-            if body is not None and not atCapacity
-            else None
-        )
+        known = self._knownRequest
         try:
-            if known is not None and known[0].rq is rq:
+            if known is not None and not atCapacity:
                 outcome, acBytes, replayer = known
             else:
                 outcome = negotiate(rq, policy, atCapacity=atCapacity)
@@ -821,7 +819,7 @@ class DICOMAssociationProtocol(Protocol):
 
         A pending call is moved later with C{reset()} rather than cancelled
         and re-created: a connection then makes one DelayedCall, not three
-        (about 7% of an association's CPU, benchmarks/run.py with valgrind).
+        (about 7% of an association's instructions, benchmarks/instructions.py).
         A call due later than wanted is replaced instead, as the reactor
         moves a call sooner by a linear search of its queue.
         """

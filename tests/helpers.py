@@ -4,9 +4,14 @@ Shared helpers: captured fixtures and a whole-stream splitter.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+from twisted.logger import LogLevel
 
 from dicomecho.framer import Frame, PDUFramer
+from dicomecho.logs import logLevel, setLogLevel
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -42,3 +47,16 @@ def splitStream(data: bytes, **framerOptions: int) -> list[Frame]:
         frames.append(frame)
     assert framer.bufferedLength == 0
     return frames
+
+
+@contextmanager
+def logLevelSet(level: LogLevel | None) -> Iterator[None]:
+    """
+    dicomecho's log level set to C{level} for the block, restored after.
+    """
+    before = logLevel()
+    setLogLevel(level)
+    try:
+        yield
+    finally:
+        setLogLevel(before)

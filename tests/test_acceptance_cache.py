@@ -14,13 +14,15 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel
 
 from dicomecho.items import PresentationContextRQ, UserInformation
 from dicomecho.negotiation import AcceptanceCache, AssociationPolicy, negotiate
 from dicomecho.pdu import AssociateRQ, ReleaseRQ, encode
 from dicomecho.protocol import DICOMServerFactory
-from tests.helpers import fixtureBytes, splitStream
-from tests.test_protocol import CT, IMPLICIT, VERIFICATION, Harness, rq
+from tests.helpers import fixtureBytes, logLevelSet, splitStream
+from tests.test_protocol import CT, IMPLICIT, VERIFICATION, Harness, echoCommand, rq
+from tests.test_replay import CountingResponder, pdata
 
 
 def body(pdu: Any) -> bytes:
@@ -104,15 +106,7 @@ def test_firstEchoReplayedAcrossAssociations() -> None:
     replayer: from the third association on, the first echo is answered
     without the responder, with the bytes the full path gives.
     """
-    from twisted.logger import LogLevel
-
-    from dicomecho.logs import logLevel, setLogLevel
-    from tests.test_replay import CountingResponder, pdata
-    from tests.test_protocol import echoCommand
-
-    before = logLevel()
-    setLogLevel(LogLevel.error)
-    try:
+    with logLevelSet(LogLevel.error):
         clock = Clock()
         responder = CountingResponder(True)
         factory = DICOMServerFactory(clock=clock, responders=[responder])
@@ -133,8 +127,6 @@ def test_firstEchoReplayedAcrossAssociations() -> None:
             assert harness.transport.value() == output
             harness.close()
         clock.advance(60)
-    finally:
-        setLogLevel(before)
 
 
 def test_capacityAndPolicyStillApply() -> None:

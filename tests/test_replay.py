@@ -13,18 +13,26 @@ from typing import Any, Iterator
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 
-from dicomecho.dimse import CommandField, decodeCommandSet, encodeCommandSet, fragment, tag
+from dicomecho.dimse import (
+    CommandField,
+    DIMSEMessage,
+    decodeCommandSet,
+    encodeCommandSet,
+    fragment,
+    tag,
+)
 from dicomecho.fsm import State
 from dicomecho.items import PresentationContextRQ
-from dicomecho.logs import logLevel, setLogLevel
+from dicomecho.negotiation import AcceptedContext
 from dicomecho.pdu import PDataTF, PresentationDataValue, ReleaseRQ, encode
 from dicomecho.protocol import DICOMServerFactory
 from dicomecho.replay import ResponseReplayer, ResponseTemplate
 from dicomecho.verification import DIMSEResponse, VerificationResponder
-from tests.helpers import fixtureBytes, splitStream
+from tests.helpers import fixtureBytes, logLevelSet, splitStream
 from tests.test_protocol import CT, IMPLICIT, VERIFICATION, Harness, echoCommand, rq
 
 MESSAGE_ID = tag("MessageID")
@@ -51,14 +59,8 @@ def fullPathResponse(body: bytes, abstractSyntax: str = VERIFICATION) -> bytes:
     (length,) = struct.unpack_from(">I", body)
     contextID, command = body[4], decodeCommandSet(body[6 : 4 + length])
 
-    class Context:
-        pass
-
-    context = Context()
-    context.contextID, context.abstractSyntax, context.transferSyntax = contextID, abstractSyntax, IMPLICIT  # type: ignore[attr-defined]
-    from dicomecho.dimse import DIMSEMessage
-
-    response = VerificationResponder().handle(DIMSEMessage(contextID, command, None), context)  # type: ignore[arg-type]
+    context = AcceptedContext(contextID, abstractSyntax, IMPLICIT)
+    response = VerificationResponder().handle(DIMSEMessage(contextID, command, None), context)
     assert response is not None
     (pdu,) = fragment(contextID, encodeCommandSet(response.command), None, 0)
     return pdu
@@ -167,10 +169,8 @@ def quiet() -> Iterator[None]:
     The command line's default level (errors only), at which the protocol
     replays.
     """
-    before = logLevel()
-    setLogLevel(LogLevel.error)
-    yield
-    setLogLevel(before)
+    with logLevelSet(LogLevel.error):
+        yield
 
 
 class CountingResponder(VerificationResponder):
@@ -228,17 +228,13 @@ def test_noReplayWhenInfoIsLogged() -> None:
     """
     At info level each echo is a C{dimse-received} event: nothing replayed.
     """
-    before = logLevel()
-    setLogLevel(LogLevel.info)
-    try:
+    with logLevelSet(LogLevel.info):
         clock = Clock()
         responder = CountingResponder(True)
         h = associated(clock, True, responders=[responder])
         h.send(b"".join(pdata((1, echoCommand(i))) for i in range(1, 11)))
         assert responder.calls == 10
         h.close()
-    finally:
-        setLogLevel(before)
 
 
 # The requests a property run mixes: echoes on three contexts with several
@@ -284,9 +280,7 @@ def test_replayChangesNothingObservable(requests: list[tuple[str, int]], cuts: l
     Any mix of requests, cut into reads anywhere, gives the same bytes,
     states, message count and timers with replay as without.
     """
-    before = logLevel()
-    setLogLevel(LogLevel.error)
-    try:
+    with logLevelSet(LogLevel.error):
         stream = b"".join(_variant(kind, messageID) for kind, messageID in requests)
         outcomes = []
         for replay in (True, False):
@@ -307,8 +301,6 @@ def test_replayChangesNothingObservable(requests: list[tuple[str, int]], cuts: l
             )
             h.close()
         assert outcomes[0] == outcomes[1]
-    finally:
-        setLogLevel(before)
 
 
 def test_replayWithCapturedPeerSessions(quiet: None) -> None:
@@ -344,13 +336,10 @@ class DeferredResponder:
     abstractSyntaxes = (CT,)
 
     def __init__(self) -> None:
-        from twisted.internet.defer import Deferred
-
         self.waiting: list[Any] = []
-        self._deferred = Deferred
 
     def handle(self, request: Any, context: Any) -> Any:
-        d = self._deferred()
+        d: Deferred[DIMSEResponse] = Deferred()
         self.waiting.append((d, request))
         return d
 
