@@ -508,3 +508,36 @@ def test_shutdownWaitsForRelease(servers: list[Server]) -> None:
     held.close()
     assert server.process.wait(timeout=TIMEOUT) == 0
     assert time.monotonic() - began < 2
+
+
+def test_repeatedEchoesAtTheDefaultLevel(servers: list[Server]) -> None:
+    """
+    At the default level (errors only) known requests are answered from the
+    acceptance cache and repeated echoes are replayed (README, Performance):
+    DCMTK's echoscu and pynetdicom, each on two associations of many
+    echoes, get a successful C-ECHO-RSP to every request, and the server
+    logs nothing.
+    """
+    from tests.peers import requirePynetdicom
+
+    requirePynetdicom()
+    from pynetdicom import AE
+
+    server = start(servers, PYTHON_M + ["-ba", "127.0.0.1", "--listen", "tcp:0:interface=127.0.0.1"])
+    port = _listeningPort(server)
+    for _ in range(2):
+        result = echoscu(port, "-v", "--repeat", "25")
+        assert result.returncode == 0, result.stderr
+        output = result.stdout + result.stderr
+        assert output.count("I: Received Echo Response (Success)") == 25, output
+    ae = AE()
+    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 10
+    ae.add_requested_context("1.2.840.10008.1.1")
+    for _ in range(2):
+        assoc = ae.associate("127.0.0.1", port)
+        assert assoc.is_established
+        statuses = [assoc.send_c_echo(msg_id=messageID).Status for messageID in range(1, 26)]
+        assert statuses == [0] * 25
+        assoc.release()
+    assert server.stop() == 0
+    assert [line for line in server.lines if line] == []
