@@ -109,8 +109,15 @@ class _LevelFilter:
             () if level is None else (each for each in LogLevel.iterconstants() if each >= level)
         )
 
+    def passes(self, level: LogLevel, always: object = False) -> bool:
+        """
+        Whether an event at C{level} passes; one flagged C{always} (a
+        security warning at start-up) passes at any level but quiet.
+        """
+        return level in self.enabled or (bool(always) and self.level is not None)
+
     def __call__(self, event: LogEvent) -> PredicateResult:
-        if event["log_level"] in self.enabled:
+        if self.passes(event["log_level"], event.get("dicomAlways")):
             return PredicateResult.maybe
         return PredicateResult.no
 
@@ -127,7 +134,7 @@ class _LevelGatedLogger(Logger):
     """
 
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
-        if level in _filter.enabled:
+        if level in _filter.enabled or _filter.passes(level, kwargs.get("dicomAlways")):
             Logger.emit(self, level, format, **kwargs)
 
 
@@ -368,7 +375,7 @@ def _render(event: LogEvent, debug: bool) -> list[_Line]:
         if level < LogLevel.warn:
             return []
         return _formatted(level, event) + _tracebackLines(event)
-    if not isEnabled(level):
+    if not _filter.passes(level, event.get("dicomAlways")):
         return []
     renderer = _RENDERERS.get(event.get("dicomEvent"))  # type: ignore[arg-type]
     if renderer is not None:

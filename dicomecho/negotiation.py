@@ -22,6 +22,7 @@ from enum import Enum
 from typing import Iterable, Mapping
 
 from dicomecho import __version__
+from dicomecho.access import AccessList
 from dicomecho.errors import AbortReason, RemoteProtocolError
 from dicomecho.items import (
     PresentationContextAC,
@@ -196,6 +197,8 @@ class AssociationPolicy:
         PS3.8 D.1); 0 means unlimited.
     @ivar transferSyntaxes: accepted transfer syntaxes, most preferred first.
     @ivar abstractSyntaxes: the abstract syntaxes our responders serve.
+    @ivar access: the source networks and calling-AE@network pairs allowed;
+        empty allows everyone.
     """
 
     aeTitle: str = "ECHOSCP"
@@ -206,6 +209,7 @@ class AssociationPolicy:
         TransferSyntaxPreference.DEFAULT
     )
     abstractSyntaxes: tuple[str, ...] = (VERIFICATION_SOP_CLASS,)
+    access: AccessList = AccessList()
 
     def __post_init__(self) -> None:
         # Accept any iterable, keep immutable (hashable) values.
@@ -326,7 +330,7 @@ def _rejection(
 
 
 def _checkAcceptable(
-    rq: AssociateRQ, policy: AssociationPolicy, atCapacity: bool
+    rq: AssociateRQ, policy: AssociationPolicy, atCapacity: bool, peerHost: str | None
 ) -> Rejection | None:
     """
     The first reject condition C{rq} meets, in order; C{None} if none.
@@ -369,6 +373,14 @@ def _checkAcceptable(
             RejectSource.SERVICE_USER,
             RejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
             f"calling AE title {rq.callingAETitle!r} is not allowed",
+        )
+    if not policy.access.admits(rq.callingAETitle, peerHost):
+        return _rejection(
+            rq,
+            RejectResult.PERMANENT,
+            RejectSource.SERVICE_USER,
+            RejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
+            f"calling AE title {rq.callingAETitle!r} is not allowed from {peerHost}",
         )
     if policy.requireCalledAETitle and rq.calledAETitle != policy.aeTitle:
         return _rejection(
@@ -434,22 +446,27 @@ def _acceptedFirst(item: PresentationContextAC) -> tuple[bool, int]:
 
 
 def negotiate(
-    rq: AssociateRQ, policy: AssociationPolicy, atCapacity: bool = False
+    rq: AssociateRQ,
+    policy: AssociationPolicy,
+    atCapacity: bool = False,
+    peerHost: str | None = None,
 ) -> Acceptance | Rejection:
     """
     Decide how to answer C{rq}.
 
     Checks, in order: validity (raises), protocol version, application
-    context, calling AE title, called AE title, C{atCapacity}; the first
+    context, calling AE title, calling AE title from C{peerHost} (the
+    policy's access list), called AE title, C{atCapacity}; the first
     that fails gives the L{Rejection}. Otherwise every proposed context is
     answered; the association is accepted even if no context is.
 
     @param atCapacity: whether accepting would exceed the association limit.
+    @param peerHost: the peer's address as the transport gives it.
     @raise InvalidAssociateRequest: if C{rq} has an even, out-of-range or
         repeated presentation context ID, or a Maximum Length of 1 to 7.
     """
     peerMax = _checkValid(rq)
-    rejection = _checkAcceptable(rq, policy, atCapacity)
+    rejection = _checkAcceptable(rq, policy, atCapacity, peerHost)
     if rejection is not None:
         return rejection
 

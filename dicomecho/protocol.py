@@ -21,11 +21,14 @@ from collections import deque
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import (
     IDelayedCall,
+    IHandshakeListener,
+    INegotiated,
     IPushProducer,
     IReactorTime,
+    ISSLTransport,
     ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
@@ -43,6 +46,7 @@ from dicomecho.dimse import (
     fragment,
     refusalResponse,
 )
+from dicomecho.access import AccessList
 from dicomecho.errors import AbortSource, RemoteProtocolError
 from dicomecho.fsm import (
     TRANSITIONS,
@@ -62,6 +66,16 @@ from dicomecho.fsm import (
     StopARTIM,
 )
 from dicomecho.framer import DEFAULT_MAX_ASSOCIATE_LENGTH, PDUFramer
+from dicomecho.identity import (
+    FailureThrottle,
+    IdentityRefused,
+    IUserIdentityChecker,
+    UserIdentityMode,
+    identityRejection,
+    usernameText,
+    withIdentityResponse,
+)
+from dicomecho.items import UserIdentityRQ
 from dicomecho.logs import isEnabled, log
 from dicomecho.negotiation import (
     DEFAULT_MAX_ASSOCIATIONS,
@@ -69,11 +83,21 @@ from dicomecho.negotiation import (
     AssociationPolicy,
     InvalidAssociateRequest,
     AcceptanceCache,
+    Rejection,
     TransferSyntaxPreference,
     negotiate,
     transferSyntaxOrder,
 )
-from dicomecho.pdu import Abort, AssociateRQ, PDUType, decodePDU
+from dicomecho.pdu import (
+    Abort,
+    AssociateRJ,
+    AssociateRQ,
+    PDUType,
+    RejectReason,
+    RejectResult,
+    RejectSource,
+    decodePDU,
+)
 from dicomecho.replay import ResponseReplayer
 from dicomecho.verification import DIMSEResponse, IServiceResponder, VerificationResponder
 
@@ -102,6 +126,11 @@ def _commandName(commandField: int) -> str:
         return CommandField(commandField).name.replace("_", "-")
     except ValueError:
         return f"command 0x{commandField:04X}"
+
+
+def _identityOf(rq: AssociateRQ) -> UserIdentityRQ | None:
+    info = rq.userInformation
+    return info.userIdentity if info is not None else None
 
 
 def _peerAddress(transport: Any) -> tuple[str, int | None]:
@@ -141,6 +170,10 @@ class DICOMServerFactory(ServerFactory):
         maxAssociations: int = DEFAULT_MAX_ASSOCIATIONS,
         maxAssociateLength: int = DEFAULT_MAX_ASSOCIATE_LENGTH,
         responders: Sequence[IServiceResponder] | None = None,
+        access: AccessList = AccessList(),
+        userIdentity: UserIdentityMode = UserIdentityMode.IGNORE,
+        identityChecker: IUserIdentityChecker | None = None,
+        maxIdentityChecks: int = 32,
         clock: IReactorTime | None = None,
     ) -> None:
         """
@@ -155,6 +188,14 @@ class DICOMServerFactory(ServerFactory):
             rejected (transient, local-limit-exceeded).
         @param responders: the services offered, by abstract syntax;
             defaults to Verification alone.
+        @param access: source networks and calling-AE@network pairs that
+            may connect and associate; empty allows everyone.
+        @param userIdentity: what to do with a User Identity sub-item.
+        @param identityChecker: decides about user identities; needed
+            unless C{userIdentity} is C{IGNORE}.
+        @param maxIdentityChecks: identity checks in progress at once
+            beyond which a request is rejected (transient,
+            local-limit-exceeded).
         @param clock: the L{IReactorTime} for every timer; defaults to the
             global reactor.
         """
@@ -163,6 +204,13 @@ class DICOMServerFactory(ServerFactory):
 
             clock = reactor  # type: ignore[assignment]
         self.clock: IReactorTime = clock  # type: ignore[assignment]
+        if userIdentity is not UserIdentityMode.IGNORE and identityChecker is None:
+            raise ValueError(f"user identity mode {userIdentity.value!r} needs an identity checker")
+        self.userIdentity = userIdentity
+        self.identityChecker = identityChecker
+        self.identityThrottle = FailureThrottle(self.clock)
+        self.maxIdentityChecks = maxIdentityChecks
+        self.identityChecksInProgress = 0
         if isinstance(transferSyntaxes, TransferSyntaxPreference):
             transferSyntaxes = transferSyntaxOrder(transferSyntaxes)
         self.responders: dict[str, IServiceResponder] = {}
@@ -176,6 +224,7 @@ class DICOMServerFactory(ServerFactory):
             maxPDULength=maxPDULength,
             transferSyntaxes=tuple(transferSyntaxes),
             abstractSyntaxes=tuple(self.responders),
+            access=access,
         )
         self.acseTimeout = acseTimeout
         self.dimseTimeout = dimseTimeout
@@ -271,7 +320,7 @@ class DICOMServerFactory(ServerFactory):
             self._drainFinished()
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHandshakeListener)
 class DICOMAssociationProtocol(Protocol):
     """
     One DICOM association, acceptor side, over one transport.
@@ -328,6 +377,17 @@ class DICOMAssociationProtocol(Protocol):
         self._outcome = "no-association"
         self._reason = "connection closed before an A-ASSOCIATE-RQ"
         self._messages = 0
+        # Set when the connection was refused and that was logged: its one
+        # log line, so no summary follows.
+        self._refused = False
+        # TLS: "handshake" until it completes ("done") or fails ("failed");
+        # None on a plain transport. The session's fields for log events.
+        self._tlsState: str | None = None
+        self._tlsInfo: dict[str, str | None] = {}
+        # The user identity accepted (PS3.7 D.3.3.7), for the log, and the
+        # call that sends a rejection held back by the failure throttle.
+        self._user: str | None = None
+        self._identityCall: IDelayedCall | None = None
 
     @property
     def _peer(self) -> str:
@@ -354,12 +414,19 @@ class DICOMAssociationProtocol(Protocol):
     # --- transport events -----------------------------------------------------
 
     def connectionMade(self) -> None:
-        if ITCPTransport.providedBy(self.transport):
+        transport = self.transport
+        if ITCPTransport.providedBy(transport):
             # Responses are small; do not let Nagle hold one back.
-            self.transport.setTcpNoDelay(True)
+            transport.setTcpNoDelay(True)  # type: ignore[union-attr]
         self._started = self._clock.seconds()
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._config._protocolStarted(self)
+        access = self._config.policy.access
+        if not access.empty and not access.admitsSource(self._peerHostPort()[0]):
+            self._refuse(f"source address not allowed (allowed: {access.describe()})")
+            return
+        if ISSLTransport.providedBy(transport) or INegotiated.providedBy(transport):
+            self._tlsState = "handshake"
+        transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._perform(self._machine.transportConnected())
         if self._config.draining:
             self._close()
@@ -438,6 +505,8 @@ class DICOMAssociationProtocol(Protocol):
         self._paused = True
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._tlsState == "handshake":
+            self._tlsFailed(reason)
         if self._machine.state is not State.STA1:
             self._perform(self._machine.transportClosed())
         self._cancelTimers()
@@ -445,11 +514,77 @@ class DICOMAssociationProtocol(Protocol):
         self._config._protocolEnded(self)
         self._logSummary()
 
+    def _refuse(self, why: str) -> None:
+        """
+        Close a connection we will not serve at all, with one log line.
+        """
+        self._refused = True
+        self._setOutcome("refused", why)
+        log.warn(
+            "Refused connection from {peer}: {why}",
+            dicomEvent="connection-refused",
+            peer=self._peer,
+            why=why,
+        )
+        self._forceClose()
+
+    # --- TLS ------------------------------------------------------------------
+
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake completed (L{IHandshakeListener}): note the
+        session (version, cipher, client certificate) for the log.
+        """
+        from dicomecho.tls import tlsSessionInfo
+
+        self._tlsState = "done"
+        self._tlsInfo = tlsSessionInfo(self.transport)
+        if isEnabled(LogLevel.info):
+            log.info(
+                "TLS {tlsVersion} from {peer} ({tlsCipher}), client certificate: {subject}",
+                dicomEvent="tls-established",
+                peer=self._peer,
+                subject=self._tlsInfo.get("tlsSubject") or "none",
+                **self._tlsInfo,
+            )
+
+    def _tlsFailed(self, reason: Failure | None, why: str | None = None) -> None:
+        """
+        The connection ends before its TLS handshake completed: one error
+        line, unless the peer merely connected and closed without a byte
+        (a TCP health check).
+        """
+        from dicomecho.tls import describeHandshakeFailure
+
+        self._tlsState = "failed"
+        firstBytes = getattr(self.transport, "firstBytes", b"") or b""
+        if why is None:
+            from OpenSSL.SSL import Error
+
+            if not firstBytes and (reason is None or not reason.check(Error)):
+                log.debug(
+                    "Connection from {peer} closed before a TLS handshake",
+                    dicomEvent="connection-closed",
+                    peer=self._peer,
+                    detail="closed before a TLS handshake",
+                )
+                self._setOutcome("no-association", "closed before a TLS handshake")
+                return
+            why = describeHandshakeFailure(reason, firstBytes)  # type: ignore[arg-type]
+        self._refused = True
+        self._setOutcome("refused", why)
+        log.error(
+            "TLS handshake with {peer} failed: {why}",
+            dicomEvent="tls-refused",
+            peer=self._peer,
+            why=why,
+        )
+
     def _logSummary(self) -> None:
         """
         Emit the one association-summary event of this connection.
         """
-        if not isEnabled(LogLevel.info):
+        if self._refused or not isEnabled(LogLevel.info):
             return
         titles = self._titles
         host, port = self._peerHostPort()
@@ -470,6 +605,8 @@ class DICOMAssociationProtocol(Protocol):
             reason=self._reason,
             durationSeconds=round(self._clock.seconds() - self._started, 6),
             messages=self._messages,
+            user=self._user,
+            **self._tlsInfo,
         )
 
     def _setOutcome(self, outcome: str, reason: str) -> None:
@@ -514,15 +651,24 @@ class DICOMAssociationProtocol(Protocol):
                 rq=rq,
             )
         policy = config.policy
-        body = self._requestBody
+        access = policy.access
+        checkIdentity = config.userIdentity is not UserIdentityMode.IGNORE
         atCapacity = config.draining or config.activeAssociations >= config.maxAssociations
         known = self._knownRequest
+        # A known request's acceptance holds for any source only without an
+        # access list, and never stands in for an identity check.
+        if (
+            known is not None
+            and not atCapacity
+            and (access.empty or access.admits(rq.callingAETitle, self._peerHostPort()[0]))
+            and (not checkIdentity or _identityOf(rq) is None)
+        ):
+            outcome, acBytes, replayer = known
+            self._respond(outcome, acBytes, replayer)
+            return
         try:
-            if known is not None and not atCapacity:
-                outcome, acBytes, replayer = known
-            else:
-                outcome = negotiate(rq, policy, atCapacity=atCapacity)
-                acBytes = replayer = None
+            peerHost = None if access.empty else self._peerHostPort()[0]
+            outcome = negotiate(rq, policy, atCapacity=atCapacity, peerHost=peerHost)
         except InvalidAssociateRequest as error:
             self._logInvalid(error)
             self._setOutcome("aborted", str(error))
@@ -532,6 +678,30 @@ class DICOMAssociationProtocol(Protocol):
                 )
             )
             return
+        if isinstance(outcome, Acceptance) and checkIdentity:
+            identity = _identityOf(rq)
+            if identity is not None:
+                self._checkIdentity(outcome, identity)
+                return
+            if config.userIdentity is UserIdentityMode.REQUIRED:
+                outcome = identityRejection(outcome, "no user identity was sent (one is required)")
+        self._respond(outcome, body=self._requestBody)
+
+    def _respond(
+        self,
+        outcome: Acceptance | Rejection,
+        acBytes: bytes | None = None,
+        replayer: object = None,
+        body: bytes | None = None,
+    ) -> None:
+        """
+        Send the A-ASSOCIATE response for C{outcome}.
+
+        @param acBytes: the encoded AC and C{replayer} its shared replayer,
+            when the acceptance came from the cache.
+        @param body: the request's body, to remember a new acceptance by.
+        """
+        config = self._config
         if isinstance(outcome, Acceptance):
             # Read only, and shared with associations accepted alike.
             self._contexts = outcome.contexts
@@ -544,16 +714,18 @@ class DICOMAssociationProtocol(Protocol):
                     "Accepting Association",
                     dicomEvent="association-accepted",
                     peer=self._peer,
-                    rq=rq,
+                    rq=outcome.rq,
                     ac=outcome.ac,
                     contexts=outcome.contexts,
+                    user=self._user,
+                    **self._tlsInfo,
                 )
             self._setOutcome("established", "association not yet ended")
             if acBytes is None:
                 acBytes = outcome.ac.encode()
                 replayer = ResponseReplayer()
                 if body is not None:
-                    config.acceptances.remember(body, policy, outcome, acBytes, replayer)
+                    config.acceptances.remember(body, config.policy, outcome, acBytes, replayer)
             # Associations accepted alike answer alike: they share what the
             # replayer learns, so an SCU's first echo can be replayed too.
             assert isinstance(replayer, ResponseReplayer)
@@ -574,18 +746,103 @@ class DICOMAssociationProtocol(Protocol):
                 "Rejecting Association",
                 dicomEvent="association-rejected",
                 peer=self._peer,
-                rq=rq,
+                rq=outcome.rq,
                 rj=rj,
                 result=rj.result,
                 source=rj.source,
                 diagnostic=rj.reason,
                 reason=outcome.reason,
+                **self._tlsInfo,
             )
             self._setOutcome("rejected", outcome.reason)
             self._perform(self._machine.associateResponse(rj))
             # Nothing can follow a rejection: close once the RJ is flushed
             # (Sta13 still runs ARTIM until the close completes).
             self._close()
+
+    # --- user identity (PS3.7 D.3.3.7) ------------------------------------------
+
+    def _checkIdentity(self, acceptance: Acceptance, identity: UserIdentityRQ) -> None:
+        """
+        Ask the identity checker about C{identity}; answer the request when
+        it has decided (the association waits in Sta3, PS3.8 §9.2).
+        """
+        config = self._config
+        if config.identityChecksInProgress >= config.maxIdentityChecks:
+            rj = AssociateRJ(
+                RejectResult.TRANSIENT,
+                RejectSource.SERVICE_PROVIDER_PRESENTATION,
+                RejectReason.LOCAL_LIMIT_EXCEEDED,
+            )
+            self._respond(
+                Rejection(acceptance.rq, rj, "too many user identity checks in progress")
+            )
+            return
+        config.identityChecksInProgress += 1
+        host = self._peerHostPort()[0]
+        checked = maybeDeferred(config.identityChecker.checkIdentity, identity, host)  # type: ignore[union-attr]
+        checked.addBoth(self._identityChecked, acceptance, identity, host)
+
+    def _identityChecked(
+        self,
+        result: bytes | Failure,
+        acceptance: Acceptance,
+        identity: UserIdentityRQ,
+        host: str,
+    ) -> None:
+        config = self._config
+        config.identityChecksInProgress -= 1
+        if self._machine.state is not State.STA3:
+            # The peer aborted or went away meanwhile.
+            return None
+        throttle = config.identityThrottle
+        if isinstance(result, Failure):
+            if result.check(IdentityRefused):
+                why = str(result.value)
+            else:
+                log.failure(
+                    "User identity check failed; rejecting the association",
+                    result,
+                    dicomEvent="identity-check-failed",
+                    peer=self._peer,
+                )
+                why = "the user identity could not be checked"
+            delay = throttle.failed(host)
+            rejection = identityRejection(acceptance, why)
+            if delay <= 0:
+                self._respond(rejection)
+                return None
+            log.warn(
+                "{failures} failed user identity checks from {host}: answering in {delay} s",
+                dicomEvent="identity-throttled",
+                peer=self._peer,
+                host=host,
+                failures=throttle.failures(host),
+                delay=delay,
+            )
+            self._identityCall = self._clock.callLater(delay, self._delayedRejection, rejection)
+            return None
+        throttle.succeeded(host)
+        self._user = usernameText(identity)
+        if config.activeAssociations >= config.maxAssociations or config.draining:
+            rj = AssociateRJ(
+                RejectResult.TRANSIENT,
+                RejectSource.SERVICE_PROVIDER_PRESENTATION,
+                RejectReason.LOCAL_LIMIT_EXCEEDED,
+            )
+            self._respond(
+                Rejection(acceptance.rq, rj, "the limit on concurrent associations is reached")
+            )
+            return None
+        if identity.positiveResponseRequested:
+            acceptance = withIdentityResponse(acceptance, result)
+        self._respond(acceptance)
+        return None
+
+    def _delayedRejection(self, rejection: Rejection) -> None:
+        self._identityCall = None
+        if self._machine.state is State.STA3:
+            self._respond(rejection)
 
     # --- data transfer ----------------------------------------------------------
 
@@ -777,6 +1034,13 @@ class DICOMAssociationProtocol(Protocol):
         self._endAssociation()
         if indication.reason is None and not indication.byPeer:
             # ARTIM expired before any A-ASSOCIATE-RQ: closed, no PDU sent.
+            if self._tlsState == "handshake":
+                self._tlsFailed(
+                    None,
+                    f"handshake not completed within {self._config.acseTimeout:g} s "
+                    f"(ACSE timeout)",
+                )
+                return
             self._setOutcome("no-association", indication.detail)
             log.debug(
                 "Connection from {peer} closed: {detail}",
@@ -883,10 +1147,10 @@ class DICOMAssociationProtocol(Protocol):
 
     def _cancelTimers(self) -> None:
         self._stopAssociationTimers()
-        for call in (self._phaseCall, self._closing):
+        for call in (self._phaseCall, self._closing, self._identityCall):
             if call is not None and call.active():
                 call.cancel()
-        self._phaseCall = self._closing = None
+        self._phaseCall = self._closing = self._identityCall = None
         self._phase = None
 
     def _endAssociation(self) -> None:

@@ -16,12 +16,14 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import LogLevel
 from twisted.python import usage
 
 from dicomecho import __version__
+from dicomecho.access import AccessList, parseNetwork, peerAddress
+from dicomecho.identity import UserIdentityMode
 from dicomecho.logs import LOG_LEVEL_NAMES, listeningAddress, log, setLogLevel
 from dicomecho.negotiation import (
     DEFAULT_MAX_ASSOCIATIONS,
@@ -41,6 +43,9 @@ __all__ = [
 DEFAULT_PORT = "11112"
 DEFAULT_SHUTDOWN_GRACE = 5.0
 DEFAULT_BACKLOG = 128
+
+#: Threads checking user identity passcodes (scrypt) at once.
+IDENTITY_THREADS = 4
 
 #: echoscp's single-dash spellings and the long options they stand for.
 ALIASES = {
@@ -138,6 +143,25 @@ def _escapeInterface(host: str) -> str:
     return host.replace("\\", "\\\\").replace(":", "\\:")
 
 
+def _userIdentityMode(value: str) -> UserIdentityMode:
+    try:
+        return UserIdentityMode(value.lower())
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not one of {', '.join(m.value for m in UserIdentityMode)}"
+        ) from None
+
+
+def _clientCertificate(value: str) -> str:
+    if value not in ("required", "optional"):
+        raise ValueError(f"{value!r} is not 'required' or 'optional'")
+    return value
+
+
+#: Endpoint types whose connections are TLS (for the start-up warning).
+_TLS_PREFIXES = ("dicomtls:", "ssl:")
+
+
 class Options(usage.Options):
     """
     Options of C{twistd dicomecho} and C{python -m dicomecho}.
@@ -173,6 +197,12 @@ class Options(usage.Options):
         ["max-associations", None, DEFAULT_MAX_ASSOCIATIONS, "reject (transient, local-limit-exceeded) beyond this many live associations", _positive],
         ["backlog", None, DEFAULT_BACKLOG, "listen queue length for a numeric --port (Twisted's default is 50; bursts of load-balancer probes need more)", _positive],
         ["shutdown-grace", None, DEFAULT_SHUTDOWN_GRACE, "on SIGTERM/SIGINT, seconds established associations may take to finish before they are aborted", _seconds],
+        ["user-identity", None, UserIdentityMode.IGNORE, "user identity negotiation: ignore (as echoscp), optional (check it when sent) or required (reject requests without one)", _userIdentityMode],
+        ["credentials", None, None, "file of users and scrypt-hashed passcodes for --user-identity (write it with python -m dicomecho.passwd)"],
+        ["tls-key", None, None, "serve TLS on the numeric port: PEM private key file"],
+        ["tls-cert", None, None, "PEM certificate file (then any chain certificates) for --tls-key"],
+        ["tls-ca", None, None, "PEM file of CA certificates that client certificates must chain to"],
+        ["tls-client-cert", None, None, "with --tls-ca: 'required' (the default) or 'optional'", _clientCertificate],
     ]
 
     def __init__(self) -> None:
@@ -182,6 +212,8 @@ class Options(usage.Options):
         self["port"] = DEFAULT_PORT
         self["listen"] = []
         self["allow-calling-aet"] = []
+        self["allow-network"] = []
+        self["allow-peer"] = []
         self._portGiven = False
 
     def opt_listen(self, description: str) -> None:
@@ -201,6 +233,32 @@ class Options(usage.Options):
             self["allow-calling-aet"].append(validateAETitle(title))
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+
+    def opt_allow_network(self, network: str) -> None:
+        """
+        Accept connections only from this network (CIDR, IPv4 or IPv6;
+        repeatable), from any calling AE title; other sources are closed
+        on connect. Default: any.
+        """
+        try:
+            self["allow-network"].append(parseNetwork(network))
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def opt_allow_peer(self, peer: str) -> None:
+        """
+        Accept this calling AE title from this network, as AET@CIDR
+        (repeatable); its sources may connect, and associate with that
+        title only (others are rejected: permanent,
+        calling-AE-title-not-recognized).
+        """
+        title, at, network = peer.rpartition("@")
+        if not at:
+            raise usage.UsageError(f"--allow-peer {peer!r}: expected AET@CIDR, e.g. CT1@10.1.2.0/24")
+        try:
+            self["allow-peer"].append((validateAETitle(title), parseNetwork(network)))
+        except ValueError as e:
+            raise usage.UsageError(f"--allow-peer {peer!r}: {e}") from None
 
     def opt_version(self) -> None:
         """
@@ -241,8 +299,60 @@ class Options(usage.Options):
             TransferSyntaxPreference.DEFAULT,
         )
         self["logLevelValue"] = _effectiveLevel(self)
+        self["access"] = AccessList.build(self["allow-network"], self["allow-peer"])
+        self["credentialsStore"] = _credentialsStore(self)
         self["endpoints"] = _endpointDescriptions(self)
         _checkEndpoints(self["endpoints"])
+
+
+def _credentialsStore(options: Options) -> Any:
+    """
+    The credentials for user identity checks, loaded now so that a bad file
+    stops the start; C{None} when identities are ignored.
+    """
+    mode, path = options["user-identity"], options["credentials"]
+    if mode is UserIdentityMode.IGNORE:
+        if path is not None:
+            raise usage.UsageError(
+                "--credentials needs --user-identity optional or required"
+            )
+        return None
+    if path is None:
+        raise usage.UsageError(f"--user-identity {mode.value} needs --credentials FILE")
+    from dicomecho.credentials import CredentialsError, CredentialsStore
+
+    try:
+        return CredentialsStore(path)
+    except CredentialsError as e:
+        raise usage.UsageError(str(e)) from None
+
+
+def _tlsDescription(options: Options, number: int, interface: str) -> str:
+    """
+    The C{dicomtls:} description the C{--tls-*} options ask for.
+    """
+    key, cert, ca = options["tls-key"], options["tls-cert"], options["tls-ca"]
+    if not key or not cert:
+        raise usage.UsageError("--tls-key and --tls-cert go together")
+    clientCert = options["tls-client-cert"]
+    if clientCert is not None and ca is None:
+        raise usage.UsageError("--tls-client-cert needs --tls-ca")
+    description = (
+        f"dicomtls:{number}:interface={_escapeInterface(interface)}"
+        f":privateKey={_escapeInterface(key)}:certKey={_escapeInterface(cert)}"
+    )
+    if ca is not None:
+        description += f":caCerts={_escapeInterface(ca)}"
+        required = "no" if clientCert == "optional" else "yes"
+        description += f":requireClientCert={required}"
+    return description
+
+
+def _usesTLSOptions(options: Options) -> bool:
+    return any(
+        options[name] is not None
+        for name in ("tls-key", "tls-cert", "tls-ca", "tls-client-cert")
+    )
 
 
 def translateAliases(args: list[str]) -> list[str]:
@@ -299,7 +409,9 @@ def _endpointDescriptions(options: Options) -> list[str]:
             raise usage.UsageError(f"port {port} is not in the range 0-65535")
         bind = options["bind-address"]
         backlog = options["backlog"]
-        if ":" in bind:
+        if _usesTLSOptions(options):
+            description = _tlsDescription(options, number, bind or "0.0.0.0")
+        elif ":" in bind:
             description = f"tcp6:{number}:interface={_escapeInterface(bind)}"
         elif bind:
             description = f"tcp:{number}:interface={_escapeInterface(bind)}"
@@ -312,6 +424,11 @@ def _endpointDescriptions(options: Options) -> list[str]:
             raise usage.UsageError(
                 "--bind-address goes with a port number, not an endpoint "
                 "description; put interface= in the description instead"
+            )
+        if _usesTLSOptions(options):
+            raise usage.UsageError(
+                "--tls-key/--tls-cert/--tls-ca go with a port number; with an "
+                "endpoint description, use dicomtls:PORT:privateKey=...:certKey=..."
             )
         description = port
     return descriptions + [description]
@@ -372,10 +489,33 @@ class DICOMListeningService(StreamServerEndpointService):
         self._reactor.callWhenRunning(self._logListening, port)
         return port
 
+    def _warnIfOpen(self, host: str, where: str) -> None:
+        """
+        Warn (at any level but quiet) when this port takes plain DICOM
+        from beyond this host and no allow-list narrows who may use it.
+        """
+        address = peerAddress(host)
+        if address is None or address.is_loopback:
+            return
+        if any(p in self.description for p in _TLS_PREFIXES):
+            return
+        if not self.factory.policy.access.empty:
+            return
+        log.warn(
+            "Listening on {where} without TLS or an allow-list: any host that "
+            "can reach it may associate (see 'Securing dicomecho' in README.rst)",
+            dicomEvent="insecure-listener",
+            dicomAlways=True,
+            peer="",
+            where=where,
+            description=self.description,
+        )
+
     def _logListening(self, port: IListeningPort) -> None:
         address = port.getHost()
         host = getattr(address, "host", None) or getattr(address, "name", "")
         portNumber = getattr(address, "port", None)
+        where = listeningAddress(host, portNumber)
         log.info(
             "Listening on {description} ({where})",
             dicomEvent="listening",
@@ -384,8 +524,27 @@ class DICOMListeningService(StreamServerEndpointService):
             address=repr(address),
             host=str(host),
             port=portNumber,
-            where=listeningAddress(host, portNumber),
+            where=where,
         )
+        if portNumber is not None:
+            self._warnIfOpen(str(host), where)
+
+
+class ThreadPoolService(Service):
+    """
+    Runs a thread pool while the service runs.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self.pool.stop()
 
 
 class DICOMEchoService(MultiService):
@@ -430,6 +589,21 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
         reactor = globalReactor
     setLogLevel(options["logLevelValue"])
+    checker, pool = None, None
+    if options["credentialsStore"] is not None:
+        from functools import partial
+
+        from twisted.internet.threads import deferToThreadPool
+        from twisted.python.threadpool import ThreadPool
+
+        from dicomecho.identity import CredentialsChecker
+
+        # scrypt takes ~16 MiB and tens of ms per check, with the GIL
+        # released: a few threads of our own, off the reactor's pool.
+        pool = ThreadPool(0, IDENTITY_THREADS, "dicomecho-identity")
+        checker = CredentialsChecker(
+            options["credentialsStore"], partial(deferToThreadPool, reactor, pool)
+        )
     factory = DICOMServerFactory(
         options["ae-title"],
         requireCalledAETitle=bool(options["require-called-aet"]),
@@ -440,9 +614,14 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         dimseTimeout=options["dimse-timeout"],
         networkTimeout=options["network-timeout"],
         maxAssociations=options["max-associations"],
+        access=options["access"],
+        userIdentity=options["user-identity"],
+        identityChecker=checker,
         clock=reactor,
     )
     top = DICOMEchoService(factory, options["shutdown-grace"], reactor)
+    if pool is not None:
+        ThreadPoolService(pool).setServiceParent(top)
     for description in options["endpoints"]:
         endpoint = serverFromString(reactor, description)
         DICOMListeningService(endpoint, factory, description, reactor).setServiceParent(top)
