@@ -523,6 +523,11 @@ class AcceptanceCache:
 
     Bounded: at most C{maxEntries} requests of at most C{maxBodyLength}
     bytes; the oldest entry makes room for a new one.
+
+    What the body does not decide stays the caller's to check on a hit:
+    the source address against the policy's access list, and a user
+    identity, which is never answered from here (the protocol neither
+    looks up nor remembers a request whose identity it checks).
     """
 
     def __init__(self, maxEntries: int = 64, maxBodyLength: int = 16384) -> None:

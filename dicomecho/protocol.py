@@ -128,6 +128,27 @@ def _commandName(commandField: int) -> str:
         return f"command 0x{commandField:04X}"
 
 
+#: Whether a transport type is a TLS connection, by type: asking zope per
+#: connection cost 5% of an association (benchmarks/instructions.py).
+_TLS_TYPES: dict[type, bool] = {}
+
+
+def _isTLS(transport: object) -> bool:
+    """
+    Whether C{transport}'s class is a TLS layer (L{ISSLTransport}, or
+    L{INegotiated} as Twisted's TLSMemoryBIOProtocol declares). Per class:
+    an instance that starts TLS later is not seen here, but its
+    C{handshakeCompleted} still is.
+    """
+    kind = type(transport)
+    known = _TLS_TYPES.get(kind)
+    if known is None:
+        known = _TLS_TYPES[kind] = bool(
+            ISSLTransport.implementedBy(kind) or INegotiated.implementedBy(kind)
+        )
+    return known
+
+
 def _identityOf(rq: AssociateRQ) -> UserIdentityRQ | None:
     info = rq.userInformation
     return info.userIdentity if info is not None else None
@@ -424,7 +445,7 @@ class DICOMAssociationProtocol(Protocol):
         if not access.empty and not access.admitsSource(self._peerHostPort()[0]):
             self._refuse(f"source address not allowed (allowed: {access.describe()})")
             return
-        if ISSLTransport.providedBy(transport) or INegotiated.providedBy(transport):
+        if _isTLS(transport):
             self._tlsState = "handshake"
         transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._perform(self._machine.transportConnected())
@@ -554,7 +575,7 @@ class DICOMAssociationProtocol(Protocol):
         line, unless the peer merely connected and closed without a byte
         (a TCP health check).
         """
-        from dicomecho.tls import describeHandshakeFailure
+        from dicomecho.tls import describeHandshakeFailure, tlsSessionInfo
 
         self._tlsState = "failed"
         firstBytes = getattr(self.transport, "firstBytes", b"") or b""
@@ -573,11 +594,14 @@ class DICOMAssociationProtocol(Protocol):
             why = describeHandshakeFailure(reason, firstBytes)  # type: ignore[arg-type]
         self._refused = True
         self._setOutcome("refused", why)
+        # Who was turned away: the refused client certificate, if any.
+        self._tlsInfo = tlsSessionInfo(self.transport)
         log.error(
             "TLS handshake with {peer} failed: {why}",
             dicomEvent="tls-refused",
             peer=self._peer,
             why=why,
+            **self._tlsInfo,
         )
 
     def _logSummary(self) -> None:
