@@ -209,9 +209,12 @@ def hashPasscode(
     @param salt: The salt; by default L{SALT_LENGTH} random bytes.
     @return: C{scrypt$N$r$p$SALT$KEY}.
     @raise ValueError: If the parameters are invalid, or cost over
-        L{MAX_COST}, or C{salt} is empty.
+        L{MAX_COST}, or C{salt} is empty, or the passcode holds a NUL byte
+        (see L{Credentials.verify}).
     """
     _checkParameters(n, r, p)
+    if b"\0" in passcode:
+        raise ValueError("a passcode may not contain NUL bytes")
     if salt is None:
         salt = secrets.token_bytes(SALT_LENGTH)
     elif not salt:
@@ -412,12 +415,14 @@ class Credentials:
         @param passcode: The secondary field for User Identity Type 2, or
             C{None} for Type 1 (username only).
         @return: For type 1, whether the user exists without a passcode; for
-            type 2, whether the user has a passcode and this is it.
+            type 2, whether the user has a passcode and this is it. A
+            passcode with a NUL byte is never admitted: scrypt's HMAC pads
+            short keys with zeros, so C{b"pw\\0"} would hash as C{b"pw"}.
         """
         entry = self._entries.get(username)
         if passcode is None:
             return username in self._entries and entry is None
-        if entry is None:
+        if entry is None or b"\0" in passcode:
             self._dummy.matches(passcode)
             return False
         return entry.matches(passcode)

@@ -127,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
             updateFile(path, username, None, delete=True)
             print(f"deleted user {username!r} from {path}")
             return 0
-        hashText = "" if args.no_passcode else hashPasscode(_readPasscode(args.passcode_stdin))
+        if args.no_passcode:
+            hashText = ""
+        else:
+            try:
+                hashText = hashPasscode(_readPasscode(args.passcode_stdin))
+            except ValueError as e:
+                raise _PasscodeError(str(e)) from None
         updateFile(path, username, hashText)
     except (CredentialsError, _PasscodeError) as e:
         print(f"error: {e}", file=sys.stderr)

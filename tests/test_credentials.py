@@ -334,15 +334,29 @@ class TestVerify:
     @given(username=usernames, passcode=st.binary(max_size=64), other=st.binary(max_size=64))
     def test_roundTrip(self, username: str, passcode: bytes, other: bytes) -> None:
         """
-        For any valid username and passcode, the hash verifies the passcode
-        and no other.
+        For any valid username and passcode (without NUL), the hash verifies
+        the passcode and no other. Hypothesis found b"" and b"\\0" equal
+        under scrypt (HMAC zero-pads short keys): NUL is refused instead.
         """
+        passcode = passcode.replace(b"\0", b"")
         assume(passcode != other)
         users = Credentials.parse(formatEntry(username, fastHash(passcode)) + "\n")
         encoded = username.encode("utf-8")
         assert users.verify(encoded, passcode)
         assert not users.verify(encoded, other)
         assert not users.verify(encoded, None)
+
+    @pytest.mark.parametrize("presented", [b"pw\0", b"pw\0\0", b"\0pw", b"p\0w"])
+    def test_nulNeverAdmitted(self, presented: bytes) -> None:
+        """
+        scrypt would hash C{pw} and C{pw} plus NULs alike; a passcode with a
+        NUL is refused, and none can be hashed.
+        """
+        users = Credentials.parse(formatEntry("alice", fastHash(b"pw")) + "\n")
+        assert users.verify(b"alice", b"pw")
+        assert not users.verify(b"alice", presented)
+        with pytest.raises(ValueError, match="NUL"):
+            hashPasscode(presented, n=16)
 
     def test_threads(self) -> None:
         """

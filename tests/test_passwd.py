@@ -140,6 +140,7 @@ def test_errors(path: Path) -> None:
 
     failsWith("empty passcode", "--passcode-stdin", path, "alice", stdin=b"\n")
     failsWith("empty passcode", "--passcode-stdin", path, "alice")
+    failsWith("may not contain NUL bytes", "--passcode-stdin", path, "alice", stdin=b"pw\0x\n")
     failsWith("contains ':'", "--passcode-stdin", path, "al:ice", stdin=PASSCODE.encode())
     failsWith("no user 'alice' to delete", "--delete", path, "alice")
     assert not path.exists()
