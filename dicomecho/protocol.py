@@ -46,7 +46,7 @@ from dicomecho.dimse import (
     fragment,
     refusalResponse,
 )
-from dicomecho.access import AccessList
+from dicomecho.access import AccessList, peerAddress
 from dicomecho.errors import AbortSource, RemoteProtocolError
 from dicomecho.fsm import (
     TRANSITIONS,
@@ -76,7 +76,7 @@ from dicomecho.identity import (
     withIdentityResponse,
 )
 from dicomecho.items import UserIdentityRQ
-from dicomecho.logs import isEnabled, log
+from dicomecho.logs import isEnabled, listeningAddress, log
 from dicomecho.negotiation import (
     DEFAULT_MAX_ASSOCIATIONS,
     Acceptance,
@@ -99,6 +99,7 @@ from dicomecho.pdu import (
     decodePDU,
 )
 from dicomecho.replay import ResponseReplayer
+from dicomecho.stats import ServerStats
 from dicomecho.verification import DIMSEResponse, IServiceResponder, VerificationResponder
 
 __all__ = ["DICOMAssociationProtocol", "DICOMServerFactory"]
@@ -149,6 +150,27 @@ def _isTLS(transport: object) -> bool:
     return known
 
 
+try:
+    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper as _ProxyWrapper
+except ImportError:  # pragma: no cover (a Twisted without it)
+    _ProxyWrapper = None  # type: ignore[assignment,misc]
+
+
+def _behindProxy(transport: object) -> bool:
+    """
+    Whether a PROXY-protocol layer (Twisted's C{haproxy:} wrapper) is
+    somewhere under C{transport}, e.g. under a TLS layer. Its C{getPeer}
+    gives the client's address once the header is read.
+    """
+    for _ in range(4):
+        if transport is None:
+            return False
+        if _ProxyWrapper is not None and isinstance(transport, _ProxyWrapper):
+            return True
+        transport = getattr(transport, "transport", None)
+    return False
+
+
 def _identityOf(rq: AssociateRQ) -> UserIdentityRQ | None:
     info = rq.userInformation
     return info.userIdentity if info is not None else None
@@ -160,6 +182,10 @@ def _peerAddress(transport: Any) -> tuple[str, int | None]:
     """
     address = transport.getPeer()
     host = getattr(address, "host", None) or getattr(address, "name", None)
+    ip = peerAddress(host) if isinstance(host, str) else None
+    if ip is not None and ip.version == 6 and "%" not in host:  # type: ignore[operator]
+        # One spelling per address (a PROXY v2 header gives it expanded).
+        host = ip.compressed
     return str(host or address), getattr(address, "port", None)
 
 
@@ -255,6 +281,7 @@ class DICOMServerFactory(ServerFactory):
         self.activeAssociations = 0
         self.draining = False
         self.acceptances = AcceptanceCache()
+        self.stats = ServerStats()
         self._protocols: set[DICOMAssociationProtocol] = set()
         self._drained: Deferred[None] | None = None
         self._drainCalls: list[IDelayedCall] = []
@@ -270,6 +297,12 @@ class DICOMServerFactory(ServerFactory):
         Connections currently open, associated or not.
         """
         return len(self._protocols)
+
+    def messagesAnswered(self) -> int:
+        """
+        DIMSE requests handled so far, on closed and open connections.
+        """
+        return self.stats.messagesOfClosed + sum(p._messages for p in self._protocols)
 
     def drain(self, grace: float) -> Deferred[None]:
         """
@@ -409,14 +442,17 @@ class DICOMAssociationProtocol(Protocol):
         # call that sends a rejection held back by the failure throttle.
         self._user: str | None = None
         self._identityCall: IDelayedCall | None = None
+        # When the association was accepted, for its duration.
+        self._acceptedAt: float | None = None
 
     @property
     def _peer(self) -> str:
         """
-        The peer as C{host:port} (just the name for a UNIX socket).
+        The peer as C{host:port}, C{[host]:port} for IPv6 (just the name for
+        a UNIX socket).
         """
         host, port = self._peerHostPort()
-        return host if port is None else f"{host}:{port}"
+        return listeningAddress(host, port)
 
     def _peerHostPort(self) -> tuple[str, int | None]:
         if self._peerAddress is None:
@@ -442,9 +478,13 @@ class DICOMAssociationProtocol(Protocol):
         self._started = self._clock.seconds()
         self._config._protocolStarted(self)
         access = self._config.policy.access
-        if not access.empty and not access.admitsSource(self._peerHostPort()[0]):
-            self._refuse(f"source address not allowed (allowed: {access.describe()})")
-            return
+        if not access.empty:
+            if _behindProxy(transport):
+                # The PROXY header names the client, and it has been read by
+                # the time the first byte after it reaches us: check then.
+                self.dataReceived = self._firstDataBehindProxy  # type: ignore[method-assign]
+            elif not self._admitSource():
+                return
         if _isTLS(transport):
             self._tlsState = "handshake"
         transport.registerProducer(self, True)  # type: ignore[union-attr]
@@ -456,6 +496,27 @@ class DICOMAssociationProtocol(Protocol):
         self._lastReceived = self._clock.seconds()
         self._framer.receiveData(data)
         self._handleFrames()
+
+    def _firstDataBehindProxy(self, data: bytes) -> None:
+        """
+        The first bytes of a connection behind a PROXY-protocol listener:
+        the client's address is known now; admit it or refuse it.
+        """
+        del self.dataReceived
+        self._peerAddress = None
+        if self._admitSource():
+            self.dataReceived(data)
+
+    def _admitSource(self) -> bool:
+        """
+        Whether the peer's address is admitted by the access list; if not,
+        refuse the connection.
+        """
+        access = self._config.policy.access
+        if access.admitsSource(self._peerHostPort()[0]):
+            return True
+        self._refuse(f"source address not allowed (allowed: {access.describe()})")
+        return False
 
     def _handleFrames(self) -> None:
         """
@@ -533,6 +594,12 @@ class DICOMAssociationProtocol(Protocol):
         self._cancelTimers()
         self._uncount()
         self._config._protocolEnded(self)
+        acceptedAt = self._acceptedAt
+        self._config.stats.connectionEnded(
+            self._outcome,
+            self._messages,
+            None if acceptedAt is None else self._clock.seconds() - acceptedAt,
+        )
         self._logSummary()
 
     def _refuse(self, why: str) -> None:
@@ -541,6 +608,7 @@ class DICOMAssociationProtocol(Protocol):
         """
         self._refused = True
         self._setOutcome("refused", why)
+        self._config.stats.connectionRefused()
         log.warn(
             "Refused connection from {peer}: {why}",
             dicomEvent="connection-refused",
@@ -560,6 +628,14 @@ class DICOMAssociationProtocol(Protocol):
 
         self._tlsState = "done"
         self._tlsInfo = tlsSessionInfo(self.transport)
+        if "dataReceived" in self.__dict__:
+            # TLS behind a PROXY-protocol listener: the header was read
+            # before the handshake, so the client can be admitted now,
+            # before any DICOM byte.
+            del self.dataReceived
+            self._peerAddress = None
+            if not self._admitSource():
+                return
         if isEnabled(LogLevel.info):
             log.info(
                 "TLS {tlsVersion} from {peer} ({tlsCipher}), client certificate: {subject}",
@@ -594,6 +670,7 @@ class DICOMAssociationProtocol(Protocol):
             why = describeHandshakeFailure(reason, firstBytes)  # type: ignore[arg-type]
         self._refused = True
         self._setOutcome("refused", why)
+        self._config.stats.tlsFailed(why)
         # Who was turned away: the refused client certificate, if any.
         self._tlsInfo = tlsSessionInfo(self.transport)
         log.error(
@@ -733,6 +810,8 @@ class DICOMAssociationProtocol(Protocol):
             self._assembler = MessageAssembler(outcome.contexts.keys())
             config.activeAssociations += 1
             self._counted = True
+            config.stats.associationAccepted()
+            self._acceptedAt = self._clock.seconds()
             if isEnabled(LogLevel.info):
                 log.info(
                     "Accepting Association",
@@ -779,6 +858,7 @@ class DICOMAssociationProtocol(Protocol):
                 **self._tlsInfo,
             )
             self._setOutcome("rejected", outcome.reason)
+            config.stats.associationRejected(rj.result, rj.source, rj.reason)
             self._perform(self._machine.associateResponse(rj))
             # Nothing can follow a rejection: close once the RJ is flushed
             # (Sta13 still runs ARTIM until the close completes).

@@ -203,6 +203,7 @@ class Options(usage.Options):
         ["tls-cert", None, None, "PEM certificate file (then any chain certificates) for --tls-key"],
         ["tls-ca", None, None, "PEM file of CA certificates that client certificates must chain to"],
         ["tls-client-cert", None, None, "with --tls-ca: 'required' (the default) or 'optional'", _clientCertificate],
+        ["metrics", None, None, "serve Prometheus metrics at /metrics on this endpoint description, e.g. tcp:9102:interface=127.0.0.1 (needs the metrics extra: pip install 'dicomecho[metrics]')"],
     ]
 
     def __init__(self) -> None:
@@ -303,6 +304,14 @@ class Options(usage.Options):
         self["credentialsStore"] = _credentialsStore(self)
         self["endpoints"] = _endpointDescriptions(self)
         _checkEndpoints(self["endpoints"])
+        if self["metrics"] is not None:
+            try:
+                import prometheus_client  # noqa: F401
+            except ImportError:
+                raise usage.UsageError(
+                    "--metrics needs prometheus_client: pip install 'dicomecho[metrics]'"
+                ) from None
+            _checkEndpoints([self["metrics"]])
 
 
 def _credentialsStore(options: Options) -> Any:
@@ -530,6 +539,26 @@ class DICOMListeningService(StreamServerEndpointService):
             self._warnIfOpen(str(host), where)
 
 
+class MetricsListeningService(DICOMListeningService):
+    """
+    Listens for Prometheus scrapes; says where once the reactor runs.
+    """
+
+    def _logListening(self, port: IListeningPort) -> None:
+        address = port.getHost()
+        host = getattr(address, "host", None) or getattr(address, "name", "")
+        portNumber = getattr(address, "port", None)
+        log.info(
+            "Serving metrics on {description} ({where})",
+            dicomEvent="metrics-listening",
+            peer="",
+            description=self.description,
+            host=str(host),
+            port=portNumber,
+            where=listeningAddress(host, portNumber),
+        )
+
+
 class ThreadPoolService(Service):
     """
     Runs a thread pool while the service runs.
@@ -625,4 +654,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     for description in options["endpoints"]:
         endpoint = serverFromString(reactor, description)
         DICOMListeningService(endpoint, factory, description, reactor).setServiceParent(top)
+    if options["metrics"] is not None:
+        from dicomecho.metrics import metricsSite
+
+        endpoint = serverFromString(reactor, options["metrics"])
+        MetricsListeningService(
+            endpoint, metricsSite(factory), options["metrics"], reactor
+        ).setServiceParent(top)
     return top

@@ -1,9 +1,12 @@
-# dicomecho next to a twisted.web health page, in one process:
+# dicomecho next to a twisted.web health page and Prometheus metrics, in one
+# process:
 #
 #     twistd -ny examples/dicomecho_web.tac
 #
 # DICOMECHO_LISTEN and HEALTH_LISTEN (endpoint descriptions) override the
-# defaults tcp:11112 and tcp:8080:interface=127.0.0.1.
+# defaults tcp:11112 and tcp:8080:interface=127.0.0.1. The web side serves
+# /health ("ok", or 503 "draining" while shutting down) and /metrics (with
+# the metrics extra, pip install 'dicomecho[metrics]').
 import os
 
 from twisted.application import service, strports
@@ -17,20 +20,33 @@ from dicomecho.logs import consoleObserver
 class Health(resource.Resource):
     isLeaf = True
 
+    def __init__(self, factory):
+        super().__init__()
+        self.factory = factory
+
     def render_GET(self, request):
         request.setHeader(b"content-type", b"text/plain")
+        if self.factory.draining:
+            request.setResponseCode(503)
+            return b"draining\n"
         return b"ok\n"
 
 
-application = service.Application("dicomecho+health")
+dicom = DICOMServerFactory("ECHOSCP")
+web = resource.Resource()
+web.putChild(b"health", Health(dicom))
+try:
+    from dicomecho.metrics import metricsResource
+
+    web.putChild(b"metrics", metricsResource(dicom))
+except ImportError:  # prometheus_client is not installed: no /metrics
+    pass
+
+application = service.Application("dicomecho+web")
 application.setComponent(ILogObserver, consoleObserver())
 top = service.MultiService()
 top.setServiceParent(application)
+strports.service(os.environ.get("DICOMECHO_LISTEN", "tcp:11112"), dicom).setServiceParent(top)
 strports.service(
-    os.environ.get("DICOMECHO_LISTEN", "tcp:11112"),
-    DICOMServerFactory("ECHOSCP"),
-).setServiceParent(top)
-strports.service(
-    os.environ.get("HEALTH_LISTEN", "tcp:8080:interface=127.0.0.1"),
-    server.Site(Health()),
+    os.environ.get("HEALTH_LISTEN", "tcp:8080:interface=127.0.0.1"), server.Site(web)
 ).setServiceParent(top)

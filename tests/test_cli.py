@@ -372,8 +372,9 @@ def _freePort() -> int:
 
 def test_tacComposition(servers: list[Server]) -> None:
     """
-    The example .tac runs dicomecho and a twisted.web health page in one
-    process; both answer.
+    The example .tac runs dicomecho, a twisted.web health page and the
+    metrics resource in one process; all answer, and the metrics count the
+    echo.
     """
     dicomPort, webPort = _freePort(), _freePort()
     server = start(
@@ -397,6 +398,10 @@ def test_tacComposition(servers: list[Server]) -> None:
     result = echoscu(dicomPort, "-v")
     assert result.returncode == 0 and "Received Echo Response (Success)" in result.stderr + result.stdout
     server.waitFor("I: Association Released")
+    with urllib.request.urlopen(f"http://127.0.0.1:{webPort}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert "dicomecho_associations_released_total 1.0" in metrics
+    assert "dicomecho_echoes_answered_total 1.0" in metrics
     # A hand-written .tac keeps twistd's own convention for signals (it
     # re-raises SIGTERM after stopping) unless it uses DICOMEchoService.
     assert server.stop() in (0, -signal.SIGTERM)
