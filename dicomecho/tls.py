@@ -554,7 +554,9 @@ def tlsSessionInfo(transport: Any) -> dict[str, str | None]:
 # --- the dicomtls: endpoint description -------------------------------------
 
 _YES = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
-_ARGUMENTS = ("privateKey", "certKey", "caCerts", "requireClientCert", "interface", "backlog")
+_ARGUMENTS = (
+    "privateKey", "certKey", "caCerts", "requireClientCert", "interface", "backlog", "proxy",
+)
 
 
 def _number(name: str, value: str, low: int, high: int) -> int:
@@ -573,7 +575,12 @@ def parseStreamServer(
     """
     Build the endpoint of a C{dicomtls:} description:
     C{dicomtls:PORT:privateKey=KEY:certKey=CERT[:caCerts=CAS]
-    [:requireClientCert=yes|no][:interface=ADDR][:backlog=N]}.
+    [:requireClientCert=yes|no][:interface=ADDR][:backlog=N][:proxy=yes|no]}.
+
+    C{proxy=yes} expects a PROXY protocol header (v1 or v2) before the TLS
+    bytes, as a load balancer passing TLS through sends it (HAProxy's
+    C{send-proxy-v2}): the client's address then reaches the log and the
+    allow-list.
 
     The interface defaults to all IPv4 addresses (as in C{tcp:}); an IPv6
     address (written with escaped colons, C{interface=\\:\\:}) listens on
@@ -601,14 +608,8 @@ def parseStreamServer(
     backlog = _number("backlog", kwargs.get("backlog", "50"), 1, 2**31 - 1)
     requireClientCert: bool | None = None
     if "requireClientCert" in kwargs:
-        value = kwargs["requireClientCert"]
-        try:
-            requireClientCert = _YES[value.lower()]
-        except KeyError:
-            raise ValueError(
-                f"dicomtls: requireClientCert={value!r} is not yes, no, true, "
-                f"false, 1 or 0"
-            ) from None
+        requireClientCert = _yesNo("requireClientCert", kwargs["requireClientCert"])
+    proxy = _yesNo("proxy", kwargs.get("proxy", "no"))
     caCerts = kwargs.get("caCerts") or None
     contextFactory = serverContextFactory(
         kwargs["privateKey"], kwargs["certKey"], caCerts, requireClientCert
@@ -619,4 +620,19 @@ def parseStreamServer(
         wrapped = TCP6ServerEndpoint(reactor, port, backlog, interface)
     else:
         wrapped = TCP4ServerEndpoint(reactor, port, backlog, interface)
+    if proxy:
+        from twisted.protocols.haproxy import proxyEndpoint
+
+        # The PROXY header comes first, in the clear: its layer goes under
+        # the TLS (see DICOMTLSServerEndpoint.listen).
+        wrapped = proxyEndpoint(wrapped)
     return DICOMTLSServerEndpoint(wrapped, contextFactory)
+
+
+def _yesNo(name: str, value: str) -> bool:
+    try:
+        return _YES[value.lower()]
+    except KeyError:
+        raise ValueError(
+            f"dicomtls: {name}={value!r} is not yes, no, true, false, 1 or 0"
+        ) from None

@@ -312,3 +312,26 @@ def test_floorAnswersWithDicomechosBytes(quickReport: dict[str, Any]) -> None:
     floor = servers["floor"]["modes"]["echoes/1"]["templates"]
     assert dicomecho["associateAC"] is not None
     assert floor == dicomecho
+
+
+@pytest.mark.peer
+def test_scaleSmokeRun(tmp_path: Path) -> None:
+    """
+    python -m benchmarks.scale with 1 and 2 processes on one reuseport:
+    port, briefly: every configuration and mode has figures and no errors
+    (that both processes serve is tests/test_reuseport.py's to show).
+    """
+    out = tmp_path / "scale.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", "--rounds", "1", "--duration", "0.3",
+         "--warmup", "0.1", "--no-pynetdicom", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    medians = result["summary"]["medians"]
+    assert set(medians) == {f"dicomechox{n}/{m}" for n in (1, 2) for m in ("associations", "echoes")}
+    for figure in medians.values():
+        assert figure["opsPerSecond"] > 0
+        assert figure["errors"] == 0
+    assert "dicomechox2/echoes / dicomechox1/echoes" in result["summary"]["ratios"]

@@ -208,3 +208,57 @@ def test_tlsNextToPlain(servers: list[Server], pki: TestPKI) -> None:
     assert anonymous.returncode == 0, anonymous.stdout + anonymous.stderr
     assert server.stop() == 0
     assert not any(line.startswith("W:") for line in server.lines)
+
+
+def test_tlsBehindProxy(servers: list[Server], pki: TestPKI) -> None:
+    """
+    dicomtls:...:proxy=yes, as behind a load balancer passing TLS through
+    (send-proxy-v2): the PROXY header comes first in the clear, then TLS.
+    The client address it names is what the log shows and the allow-list
+    judges, right after the handshake and before any DICOM; the balancer's
+    own health check (python -m dicomecho.ping --proxy-header, a LOCAL
+    header) is judged on the real connection's address.
+    """
+    from dicomecho.pdu import AssociateAC, decodePDU, encode
+    from tests.helpers import splitStream
+    from tests.test_protocol import rq
+
+    port = freePort()
+    description = (
+        f"dicomtls:{port}:interface=127.0.0.1:privateKey={pki.serverKey}"
+        f":certKey={pki.serverCert}:proxy=yes"
+    )
+    server = start(
+        servers,
+        [sys.executable, "-m", "dicomecho", "-v", "--listen", description,
+         "--allow-network", "10.0.0.0/8", "--allow-network", "127.0.0.1/32"],
+    )
+    waitListening(port)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(pki.caCert)
+
+    def associateAs(source: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
+            raw.sendall(f"PROXY TCP4 {source} 127.0.0.1 40404 {port}\r\n".encode())
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.settimeout(TIMEOUT)
+                tls.sendall(encode(rq()))
+                try:
+                    return tls.recv(65536)
+                except (ssl.SSLError, OSError):
+                    return b""
+
+    answer = associateAs("10.1.2.3")
+    (ac,) = [decodePDU(*f) for f in splitStream(answer)]
+    assert isinstance(ac, AssociateAC)
+    server.waitFor(r"^I: TLS TLSv1\.3 from 10\.1\.2\.3:40404 ")
+    assert associateAs("192.168.9.9") == b""
+    server.waitFor(r"^W: Refused connection from 192\.168\.9\.9:40404: source address not allowed")
+    probe = subprocess.run(
+        [sys.executable, "-m", "dicomecho.ping", "--proxy-header", "--tls", "--tls-ca", pki.caCert,
+         "--tls-server-name", "localhost", "-aec", "ECHOSCP", "127.0.0.1", str(port)],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert server.stop() == 0
+    assert not any("Received" in line and "192.168.9.9" in line for line in server.lines)

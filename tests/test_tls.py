@@ -803,6 +803,23 @@ def test_serverFromStringOptions(pki: TestPKI) -> None:
     assert reactor.tcpServers[0][0::2] == (0, 200) and reactor.tcpServers[0][3] == "::1"
 
 
+def test_proxyOption(pki: TestPKI) -> None:
+    """
+    proxy=yes puts Twisted's PROXY-protocol layer under the TLS layer (the
+    header comes first, in the clear); proxy=maybe is refused.
+    """
+    from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+
+    reactor = MemoryReactor()
+    endpoint = serverFromString(reactor, _description(pki, 0, proxy="yes"))
+    endpoint.listen(RecorderFactory())
+    outer = reactor.tcpServers[0][1]
+    assert isinstance(outer, HAProxyWrappingFactory)
+    assert type(outer.wrappedFactory).__name__ == "TLSMemoryBIOFactory"
+    with pytest.raises(ValueError, match="proxy='maybe' is not yes"):
+        serverFromString(MemoryReactor(), _description(pki, 0, proxy="maybe"))
+
+
 @pytest.mark.parametrize(
     "description, error, message",
     [
