@@ -21,14 +21,12 @@ from collections import deque
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHandshakeListener,
-    INegotiated,
     IPushProducer,
     IReactorTime,
-    ISSLTransport,
     ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
@@ -36,6 +34,8 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from dicomecho.access import AccessList, peerAddress
+from dicomecho.admission import AdmissionMixin, behindProxy, identityOf, isTLSTransport
 from dicomecho.dimse import (
     CommandField,
     DIMSEError,
@@ -46,7 +46,6 @@ from dicomecho.dimse import (
     fragment,
     refusalResponse,
 )
-from dicomecho.access import AccessList, peerAddress
 from dicomecho.errors import AbortSource, RemoteProtocolError
 from dicomecho.fsm import (
     TRANSITIONS,
@@ -68,14 +67,10 @@ from dicomecho.fsm import (
 from dicomecho.framer import DEFAULT_MAX_ASSOCIATE_LENGTH, PDUFramer
 from dicomecho.identity import (
     FailureThrottle,
-    IdentityRefused,
     IUserIdentityChecker,
     UserIdentityMode,
     identityRejection,
-    usernameText,
-    withIdentityResponse,
 )
-from dicomecho.items import UserIdentityRQ
 from dicomecho.logs import isEnabled, listeningAddress, log
 from dicomecho.negotiation import (
     DEFAULT_MAX_ASSOCIATIONS,
@@ -88,16 +83,7 @@ from dicomecho.negotiation import (
     negotiate,
     transferSyntaxOrder,
 )
-from dicomecho.pdu import (
-    Abort,
-    AssociateRJ,
-    AssociateRQ,
-    PDUType,
-    RejectReason,
-    RejectResult,
-    RejectSource,
-    decodePDU,
-)
+from dicomecho.pdu import Abort, AssociateRQ, PDUType, decodePDU
 from dicomecho.replay import ResponseReplayer
 from dicomecho.stats import ServerStats
 from dicomecho.verification import DIMSEResponse, IServiceResponder, VerificationResponder
@@ -127,53 +113,6 @@ def _commandName(commandField: int) -> str:
         return CommandField(commandField).name.replace("_", "-")
     except ValueError:
         return f"command 0x{commandField:04X}"
-
-
-#: Whether a transport type is a TLS connection, by type: asking zope per
-#: connection cost 5% of an association (benchmarks/instructions.py).
-_TLS_TYPES: dict[type, bool] = {}
-
-
-def _isTLS(transport: object) -> bool:
-    """
-    Whether C{transport}'s class is a TLS layer (L{ISSLTransport}, or
-    L{INegotiated} as Twisted's TLSMemoryBIOProtocol declares). Per class:
-    an instance that starts TLS later is not seen here, but its
-    C{handshakeCompleted} still is.
-    """
-    kind = type(transport)
-    known = _TLS_TYPES.get(kind)
-    if known is None:
-        known = _TLS_TYPES[kind] = bool(
-            ISSLTransport.implementedBy(kind) or INegotiated.implementedBy(kind)
-        )
-    return known
-
-
-try:
-    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper as _ProxyWrapper
-except ImportError:  # pragma: no cover (a Twisted without it)
-    _ProxyWrapper = None  # type: ignore[assignment,misc]
-
-
-def _behindProxy(transport: object) -> bool:
-    """
-    Whether a PROXY-protocol layer (Twisted's C{haproxy:} wrapper) is
-    somewhere under C{transport}, e.g. under a TLS layer. Its C{getPeer}
-    gives the client's address once the header is read.
-    """
-    for _ in range(4):
-        if transport is None:
-            return False
-        if _ProxyWrapper is not None and isinstance(transport, _ProxyWrapper):
-            return True
-        transport = getattr(transport, "transport", None)
-    return False
-
-
-def _identityOf(rq: AssociateRQ) -> UserIdentityRQ | None:
-    info = rq.userInformation
-    return info.userIdentity if info is not None else None
 
 
 def _peerAddress(transport: Any) -> tuple[str, int | None]:
@@ -375,7 +314,7 @@ class DICOMServerFactory(ServerFactory):
 
 
 @implementer(IPushProducer, IHandshakeListener)
-class DICOMAssociationProtocol(Protocol):
+class DICOMAssociationProtocol(AdmissionMixin, Protocol):
     """
     One DICOM association, acceptor side, over one transport.
 
@@ -385,6 +324,22 @@ class DICOMAssociationProtocol(Protocol):
     buffered requests, so memory stays bounded; it resumes when the buffer
     drains.
     """
+
+    # Attributes most connections never change are class defaults, so they
+    # cost an idle association no memory (benchmarks.run's idle mode).
+    #: Set when the connection was refused and that was logged: its one log
+    #: line, so no summary follows.
+    _refused = False
+    #: TLS: "handshake" until it completes ("done") or fails ("failed");
+    #: None on a plain transport. The session's fields for log events.
+    _tlsState: str | None = None
+    _tlsInfo: Mapping[str, str | None] = MappingProxyType({})
+    #: The user identity accepted (PS3.7 D.3.3.7), for the log, and the call
+    #: that sends a rejection held back by the failure throttle.
+    _user: str | None = None
+    _identityCall: IDelayedCall | None = None
+    #: When the association was accepted, for its duration.
+    _acceptedAt: float | None = None
 
     def __init__(self, factory: DICOMServerFactory) -> None:
         self._config = factory
@@ -431,19 +386,6 @@ class DICOMAssociationProtocol(Protocol):
         self._outcome = "no-association"
         self._reason = "connection closed before an A-ASSOCIATE-RQ"
         self._messages = 0
-        # Set when the connection was refused and that was logged: its one
-        # log line, so no summary follows.
-        self._refused = False
-        # TLS: "handshake" until it completes ("done") or fails ("failed");
-        # None on a plain transport. The session's fields for log events.
-        self._tlsState: str | None = None
-        self._tlsInfo: dict[str, str | None] = {}
-        # The user identity accepted (PS3.7 D.3.3.7), for the log, and the
-        # call that sends a rejection held back by the failure throttle.
-        self._user: str | None = None
-        self._identityCall: IDelayedCall | None = None
-        # When the association was accepted, for its duration.
-        self._acceptedAt: float | None = None
 
     @property
     def _peer(self) -> str:
@@ -479,13 +421,13 @@ class DICOMAssociationProtocol(Protocol):
         self._config._protocolStarted(self)
         access = self._config.policy.access
         if not access.empty:
-            if _behindProxy(transport):
+            if behindProxy(transport):
                 # The PROXY header names the client, and it has been read by
                 # the time the first byte after it reaches us: check then.
                 self.dataReceived = self._firstDataBehindProxy  # type: ignore[method-assign]
             elif not self._admitSource():
                 return
-        if _isTLS(transport):
+        if isTLSTransport(transport):
             self._tlsState = "handshake"
         transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._perform(self._machine.transportConnected())
@@ -496,27 +438,6 @@ class DICOMAssociationProtocol(Protocol):
         self._lastReceived = self._clock.seconds()
         self._framer.receiveData(data)
         self._handleFrames()
-
-    def _firstDataBehindProxy(self, data: bytes) -> None:
-        """
-        The first bytes of a connection behind a PROXY-protocol listener:
-        the client's address is known now; admit it or refuse it.
-        """
-        del self.dataReceived
-        self._peerAddress = None
-        if self._admitSource():
-            self.dataReceived(data)
-
-    def _admitSource(self) -> bool:
-        """
-        Whether the peer's address is admitted by the access list; if not,
-        refuse the connection.
-        """
-        access = self._config.policy.access
-        if access.admitsSource(self._peerHostPort()[0]):
-            return True
-        self._refuse(f"source address not allowed (allowed: {access.describe()})")
-        return False
 
     def _handleFrames(self) -> None:
         """
@@ -602,85 +523,6 @@ class DICOMAssociationProtocol(Protocol):
         )
         self._logSummary()
 
-    def _refuse(self, why: str) -> None:
-        """
-        Close a connection we will not serve at all, with one log line.
-        """
-        self._refused = True
-        self._setOutcome("refused", why)
-        self._config.stats.connectionRefused()
-        log.warn(
-            "Refused connection from {peer}: {why}",
-            dicomEvent="connection-refused",
-            peer=self._peer,
-            why=why,
-        )
-        self._forceClose()
-
-    # --- TLS ------------------------------------------------------------------
-
-    def handshakeCompleted(self) -> None:
-        """
-        The TLS handshake completed (L{IHandshakeListener}): note the
-        session (version, cipher, client certificate) for the log.
-        """
-        from dicomecho.tls import tlsSessionInfo
-
-        self._tlsState = "done"
-        self._tlsInfo = tlsSessionInfo(self.transport)
-        if "dataReceived" in self.__dict__:
-            # TLS behind a PROXY-protocol listener: the header was read
-            # before the handshake, so the client can be admitted now,
-            # before any DICOM byte.
-            del self.dataReceived
-            self._peerAddress = None
-            if not self._admitSource():
-                return
-        if isEnabled(LogLevel.info):
-            log.info(
-                "TLS {tlsVersion} from {peer} ({tlsCipher}), client certificate: {subject}",
-                dicomEvent="tls-established",
-                peer=self._peer,
-                subject=self._tlsInfo.get("tlsSubject") or "none",
-                **self._tlsInfo,
-            )
-
-    def _tlsFailed(self, reason: Failure | None, why: str | None = None) -> None:
-        """
-        The connection ends before its TLS handshake completed: one error
-        line, unless the peer merely connected and closed without a byte
-        (a TCP health check).
-        """
-        from dicomecho.tls import describeHandshakeFailure, tlsSessionInfo
-
-        self._tlsState = "failed"
-        firstBytes = getattr(self.transport, "firstBytes", b"") or b""
-        if why is None:
-            from OpenSSL.SSL import Error
-
-            if not firstBytes and (reason is None or not reason.check(Error)):
-                log.debug(
-                    "Connection from {peer} closed before a TLS handshake",
-                    dicomEvent="connection-closed",
-                    peer=self._peer,
-                    detail="closed before a TLS handshake",
-                )
-                self._setOutcome("no-association", "closed before a TLS handshake")
-                return
-            why = describeHandshakeFailure(reason, firstBytes)  # type: ignore[arg-type]
-        self._refused = True
-        self._setOutcome("refused", why)
-        self._config.stats.tlsFailed(why)
-        # Who was turned away: the refused client certificate, if any.
-        self._tlsInfo = tlsSessionInfo(self.transport)
-        log.error(
-            "TLS handshake with {peer} failed: {why}",
-            dicomEvent="tls-refused",
-            peer=self._peer,
-            why=why,
-            **self._tlsInfo,
-        )
-
     def _logSummary(self) -> None:
         """
         Emit the one association-summary event of this connection.
@@ -762,7 +604,7 @@ class DICOMAssociationProtocol(Protocol):
             known is not None
             and not atCapacity
             and (access.empty or access.admits(rq.callingAETitle, self._peerHostPort()[0]))
-            and (not checkIdentity or _identityOf(rq) is None)
+            and (not checkIdentity or identityOf(rq) is None)
         ):
             outcome, acBytes, replayer = known
             self._respond(outcome, acBytes, replayer)
@@ -780,7 +622,7 @@ class DICOMAssociationProtocol(Protocol):
             )
             return
         if isinstance(outcome, Acceptance) and checkIdentity:
-            identity = _identityOf(rq)
+            identity = identityOf(rq)
             if identity is not None:
                 self._checkIdentity(outcome, identity)
                 return
@@ -863,90 +705,6 @@ class DICOMAssociationProtocol(Protocol):
             # Nothing can follow a rejection: close once the RJ is flushed
             # (Sta13 still runs ARTIM until the close completes).
             self._close()
-
-    # --- user identity (PS3.7 D.3.3.7) ------------------------------------------
-
-    def _checkIdentity(self, acceptance: Acceptance, identity: UserIdentityRQ) -> None:
-        """
-        Ask the identity checker about C{identity}; answer the request when
-        it has decided (the association waits in Sta3, PS3.8 §9.2).
-        """
-        config = self._config
-        if config.identityChecksInProgress >= config.maxIdentityChecks:
-            rj = AssociateRJ(
-                RejectResult.TRANSIENT,
-                RejectSource.SERVICE_PROVIDER_PRESENTATION,
-                RejectReason.LOCAL_LIMIT_EXCEEDED,
-            )
-            self._respond(
-                Rejection(acceptance.rq, rj, "too many user identity checks in progress")
-            )
-            return
-        config.identityChecksInProgress += 1
-        host = self._peerHostPort()[0]
-        checked = maybeDeferred(config.identityChecker.checkIdentity, identity, host)  # type: ignore[union-attr]
-        checked.addBoth(self._identityChecked, acceptance, identity, host)
-
-    def _identityChecked(
-        self,
-        result: bytes | Failure,
-        acceptance: Acceptance,
-        identity: UserIdentityRQ,
-        host: str,
-    ) -> None:
-        config = self._config
-        config.identityChecksInProgress -= 1
-        if self._machine.state is not State.STA3:
-            # The peer aborted or went away meanwhile.
-            return None
-        throttle = config.identityThrottle
-        if isinstance(result, Failure):
-            if result.check(IdentityRefused):
-                why = str(result.value)
-            else:
-                log.failure(
-                    "User identity check failed; rejecting the association",
-                    result,
-                    dicomEvent="identity-check-failed",
-                    peer=self._peer,
-                )
-                why = "the user identity could not be checked"
-            delay = throttle.failed(host)
-            rejection = identityRejection(acceptance, why)
-            if delay <= 0:
-                self._respond(rejection)
-                return None
-            log.warn(
-                "{failures} failed user identity checks from {host}: answering in {delay} s",
-                dicomEvent="identity-throttled",
-                peer=self._peer,
-                host=host,
-                failures=throttle.failures(host),
-                delay=delay,
-            )
-            self._identityCall = self._clock.callLater(delay, self._delayedRejection, rejection)
-            return None
-        throttle.succeeded(host)
-        self._user = usernameText(identity)
-        if config.activeAssociations >= config.maxAssociations or config.draining:
-            rj = AssociateRJ(
-                RejectResult.TRANSIENT,
-                RejectSource.SERVICE_PROVIDER_PRESENTATION,
-                RejectReason.LOCAL_LIMIT_EXCEEDED,
-            )
-            self._respond(
-                Rejection(acceptance.rq, rj, "the limit on concurrent associations is reached")
-            )
-            return None
-        if identity.positiveResponseRequested:
-            acceptance = withIdentityResponse(acceptance, result)
-        self._respond(acceptance)
-        return None
-
-    def _delayedRejection(self, rejection: Rejection) -> None:
-        self._identityCall = None
-        if self._machine.state is State.STA3:
-            self._respond(rejection)
 
     # --- data transfer ----------------------------------------------------------
 
@@ -1254,7 +1012,9 @@ class DICOMAssociationProtocol(Protocol):
         for call in (self._phaseCall, self._closing, self._identityCall):
             if call is not None and call.active():
                 call.cancel()
-        self._phaseCall = self._closing = self._identityCall = None
+        self._phaseCall = self._closing = None
+        if self._identityCall is not None:
+            self._identityCall = None
         self._phase = None
 
     def _endAssociation(self) -> None:
