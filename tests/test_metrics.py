@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import urllib.request
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -41,13 +41,6 @@ def parseMetrics(text: str) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             values[name] = float(value)
     return values
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    c = Clock()
-    yield c
-    assert c.getDelayedCalls() == []
 
 
 def test_labels() -> None:

@@ -62,14 +62,15 @@ class TCPStringTransport(StringTransport):
 
 class Harness:
     """
-    One protocol on a fake transport with a fake clock.
+    One protocol on a fake transport with a fake clock, from C{peer}
+    (127.0.0.1:40000 unless given).
     """
 
-    def __init__(self, factory: DICOMServerFactory, clock: Clock) -> None:
+    def __init__(self, factory: DICOMServerFactory, clock: Clock, peer: Any = None) -> None:
         self.factory = factory
         self.clock = clock
         self.transport = TCPStringTransport(
-            peerAddress=IPv4Address("TCP", "127.0.0.1", 40000)
+            peerAddress=peer if peer is not None else IPv4Address("TCP", "127.0.0.1", 40000)
         )
         self.protocol = factory.buildProtocol(self.transport.getPeer())
         assert isinstance(self.protocol, DICOMAssociationProtocol)
@@ -91,13 +92,6 @@ class Harness:
         if self.transport.connected:
             self.transport.loseConnection()
         self.protocol.connectionLost()
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    c = Clock()
-    yield c
-    assert c.getDelayedCalls() == [], "a DelayedCall was left behind"
 
 
 @pytest.fixture

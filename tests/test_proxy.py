@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, globalLogPublisher
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 
 from dicomecho.access import AccessList
 from dicomecho.fsm import State
-from dicomecho.pdu import AssociateAC, ReleaseRP, ReleaseRQ, decodePDU, encode
+from dicomecho.pdu import AssociateAC, ReleaseRP, ReleaseRQ, encode
 from dicomecho.protocol import DICOMServerFactory
-from tests.helpers import logLevelSet, splitStream
-from tests.test_protocol import TCPStringTransport, echo, responses, rq
+from tests.test_protocol import Harness, TCPStringTransport, echo, responses, rq
 
 #: The load balancer, as the TCP peer of every connection here.
 BALANCER = IPv4Address("TCP", "192.0.2.10", 50000)
@@ -48,45 +46,27 @@ def v2Header(source: str, port: int) -> bytes:
     return V2_SIGNATURE + bytes((0x21, family)) + struct.pack("!H", len(block)) + block
 
 
-class Proxied:
+class Proxied(Harness):
     """
-    One connection through the PROXY wrapper, as the listener builds it.
+    One connection through the PROXY wrapper, as the listener builds it;
+    the bytes in go to the wrapper, the PDUs out are read as a L{Harness}'s.
     """
 
     def __init__(self, factory: DICOMServerFactory) -> None:
+        # Not Harness.__init__: the listener's wrapper builds our protocol.
+        self.factory = factory
         self.wrapper = HAProxyWrappingFactory(factory).buildProtocol(BALANCER)
         self.transport = TCPStringTransport(peerAddress=BALANCER)
         self.wrapper.makeConnection(self.transport)
         self.protocol = self.wrapper.wrappedProtocol
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> None:  # type: ignore[override]
         self.wrapper.dataReceived(data)
-
-    def received(self) -> list[Any]:
-        data = self.transport.value()
-        self.transport.clear()
-        return [decodePDU(*f) for f in splitStream(data, maxPDataLength=0)]
 
     def close(self) -> None:
         if self.transport.connected:
             self.transport.loseConnection()
         self.wrapper.connectionLost(None)
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    c = Clock()
-    yield c
-    assert c.getDelayedCalls() == []
-
-
-@pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
-    seen: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(seen.append)
-    with logLevelSet(LogLevel.debug):
-        yield seen
-    globalLogPublisher.removeObserver(seen.append)
 
 
 HEADERS = [

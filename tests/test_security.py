@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from zope.interface import implementer
@@ -30,56 +30,18 @@ from dicomecho.identity import (
 )
 from dicomecho.items import PresentationContextRQ, UserIdentityAC, UserIdentityRQ, UserInformation
 from dicomecho.logs import consoleObserver, jsonObserver
-from dicomecho.pdu import Abort, AssociateAC, AssociateRJ, AssociateRQ, ReleaseRP, ReleaseRQ, encode
-from dicomecho.protocol import DICOMAssociationProtocol, DICOMServerFactory
-from tests.helpers import logLevelSet
-from tests.test_protocol import IMPLICIT, VERIFICATION, TCPStringTransport, echo, responses
+from dicomecho.pdu import Abort, AssociateAC, AssociateRJ, AssociateRQ, ReleaseRP, ReleaseRQ
+from dicomecho.protocol import DICOMServerFactory
+from tests.test_protocol import IMPLICIT, VERIFICATION, Harness, echo, responses
 
 PASSCODE = b"S3cr3t-Pa55-\xc3\xa9"
 
 
-class PeerHarness:
-    """
-    One protocol on a fake transport from a chosen peer address.
-    """
-
-    def __init__(self, factory: DICOMServerFactory, peer: Any) -> None:
-        self.factory = factory
-        self.transport = TCPStringTransport(peerAddress=peer)
-        self.protocol = factory.buildProtocol(peer)
-        assert isinstance(self.protocol, DICOMAssociationProtocol)
-        self.protocol.makeConnection(self.transport)
-
-    def send(self, *pdus: Any) -> None:
-        for pdu in pdus:
-            self.protocol.dataReceived(pdu if isinstance(pdu, bytes) else encode(pdu))
-
-    def received(self) -> list[Any]:
-        from dicomecho.pdu import decodePDU
-        from tests.helpers import splitStream
-
-        data = self.transport.value()
-        self.transport.clear()
-        return [decodePDU(*f) for f in splitStream(data, maxPDataLength=0)]
-
-    def close(self) -> None:
-        if self.transport.connected:
-            self.transport.loseConnection()
-        self.protocol.connectionLost()
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    c = Clock()
-    yield c
-    assert c.getDelayedCalls() == [], "a DelayedCall was left behind"
-
-
 @pytest.fixture
 def connect(clock: Clock) -> Iterator[Any]:
-    harnesses: list[PeerHarness] = []
+    harnesses: list[Harness] = []
 
-    def build(host: str = "127.0.0.1", factory: DICOMServerFactory | None = None, **options: Any) -> PeerHarness:
+    def build(host: str = "127.0.0.1", factory: DICOMServerFactory | None = None, **options: Any) -> Harness:
         if factory is None:
             factory = DICOMServerFactory(clock=clock, **options)
         if host.startswith("/"):
@@ -88,7 +50,7 @@ def connect(clock: Clock) -> Iterator[Any]:
             peer = IPv6Address("TCP", host, 40000)
         else:
             peer = IPv4Address("TCP", host, 40000)
-        harness = PeerHarness(factory, peer)
+        harness = Harness(factory, clock, peer)
         harnesses.append(harness)
         return harness
 
@@ -96,15 +58,6 @@ def connect(clock: Clock) -> Iterator[Any]:
     for harness in harnesses:
         if harness.protocol.state is not State.STA1 or harness.transport.connected:
             harness.close()
-
-
-@pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
-    seen: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(seen.append)
-    with logLevelSet(LogLevel.debug):
-        yield seen
-    globalLogPublisher.removeObserver(seen.append)
 
 
 def ours(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
