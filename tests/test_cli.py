@@ -14,77 +14,18 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from dicomecho import __version__
 from dicomecho.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from tests.peers import requireEchoscu
+from tests.processes import BIN, LISTENING, ROOT, TIMEOUT, Server, freePort, servers, start  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.peer
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-LISTENING = re.compile(r"Listening on .*\(\S*:(\d+)\)")
-TIMEOUT = 20.0
-
-
-class Server:
-    """
-    A server subprocess whose stdout and stderr lines are collected by a
-    thread; every wait is bounded.
-    """
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def waitFor(self, pattern: re.Pattern[str] | str, timeout: float = TIMEOUT) -> re.Match[str]:
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                match = regex.search(line)
-                if match:
-                    return match
-            if self.process.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no line matching {regex.pattern!r} in:\n" + "\n".join(self.lines))
-
-    def port(self) -> int:
-        return int(self.waitFor(LISTENING).group(1))
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=TIMEOUT)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait(timeout=TIMEOUT)
-            self._reader.join(timeout=TIMEOUT)
 
 
 def stoppedCleanly(status: int, sig: int = signal.SIGTERM) -> bool:
@@ -93,20 +34,6 @@ def stoppedCleanly(status: int, sig: int = signal.SIGTERM) -> bool:
     the signal) as under python -m.
     """
     return status == 0
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.stop(signal.SIGKILL)
-
-
-def start(servers: list[Server], args: list[str], **kw: object) -> Server:
-    server = Server(args, **kw)  # type: ignore[arg-type]
-    servers.append(server)
-    return server
 
 
 def echoscu(port: int, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -364,19 +291,13 @@ def test_jsonObserverSummary(servers: list[Server]) -> None:
     assert stoppedCleanly(server.stop())
 
 
-def _freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_tacComposition(servers: list[Server]) -> None:
     """
     The example .tac runs dicomecho, a twisted.web health page and the
     metrics resource in one process; all answer, and the metrics count the
     echo.
     """
-    dicomPort, webPort = _freePort(), _freePort()
+    dicomPort, webPort = freePort(), freePort()
     server = start(
         servers,
         TWISTD + ["-y", str(ROOT / "examples" / "dicomecho_web.tac")],

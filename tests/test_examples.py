@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,17 +22,11 @@ import pytest
 import yaml
 
 from tests.peers import requirePynetdicom
-from tests.test_cli import BIN, ROOT, TIMEOUT, Server, echoscu, servers, start  # noqa: F401 (fixture)
+from tests.processes import BIN, ROOT, TIMEOUT, Server, freePort, servers, start  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.peer
 
 EXAMPLES = ROOT / "examples"
-
-
-def freePort() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def requireHAProxy() -> str:

@@ -21,7 +21,8 @@ from dicomecho.pdu import Abort, AssociateRQ, ReleaseRQ
 from dicomecho.protocol import DICOMServerFactory
 from dicomecho.stats import DURATION_BUCKETS, ServerStats, rejectReasonLabel, tlsFailureKind
 from tests.peers import requirePynetdicom
-from tests.test_cli import TIMEOUT, Server, echoscu, servers, start  # noqa: F401 (fixture)
+from tests.processes import TIMEOUT, Server, servers, start  # noqa: F401 (fixture)
+from tests.test_cli import echoscu
 from tests.test_protocol import echo, rq
 from tests.test_security import connect, request  # noqa: F401 (fixture)
 

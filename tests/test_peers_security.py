@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from tests.peers import requireEchoscu, requirePynetdicom
-from tests.test_cli import ROOT, TIMEOUT, Server, echoscu, servers, start  # noqa: F401 (fixture)
+from tests.processes import ROOT, TIMEOUT, Server, freePort, servers, start, waitListening  # noqa: F401 (fixture)
+from tests.test_cli import echoscu
 
 pytestmark = pytest.mark.peer
 
@@ -222,34 +223,12 @@ def test_warningWhenOpen(servers: list[Server], args: list[str], warned: bool) -
     Listening beyond loopback with neither TLS nor an allow-list prints a
     W: line even at the default (error) level; -q silences it.
     """
-    port = _freePort()
+    port = freePort()
     server = start(servers, [sys.executable, "-m", "dicomecho", *args, str(port)])
-    _waitListening(port)
+    waitListening(port, server)
     server.stop()
     found = count(server, r"^W: Listening on 0\.0\.0\.0:\d+ without TLS or an allow-list")
     assert found == (1 if warned else 0), server.lines
-
-
-def _freePort() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _waitListening(port: int) -> None:
-    import socket
-    import time
-
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on port {port}")
 
 
 @pytest.mark.parametrize(

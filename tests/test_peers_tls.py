@@ -20,8 +20,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.peers import requireEchoscu, requirePynetdicom
-from tests.test_cli import TIMEOUT, Server, servers, start  # noqa: F401 (fixture)
+from tests.peers import requirePynetdicom
+from tests.processes import TIMEOUT, Server, freePort, servers, start, waitListening  # noqa: F401 (fixture)
+from tests.test_cli import echoscu
 from tests.tlscerts import TestPKI, createPKI
 
 pytestmark = pytest.mark.peer
@@ -34,23 +35,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
     return createPKI(tmp_path_factory.mktemp("pki"))
 
 
-def freePort() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def waitListening(port: int) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on port {port}")
-
-
 @pytest.fixture
 def mutualServer(servers: list[Server], pki: TestPKI) -> Iterator[tuple[Server, int]]:
     port = freePort()
@@ -59,15 +43,8 @@ def mutualServer(servers: list[Server], pki: TestPKI) -> Iterator[tuple[Server, 
         [sys.executable, "-m", "dicomecho", "-ta", "2", "--bind-address", "127.0.0.1",
          "--tls-key", pki.serverKey, "--tls-cert", pki.serverCert, "--tls-ca", pki.caCert, str(port)],
     )
-    waitListening(port)
+    waitListening(port, server)
     yield server, port
-
-
-def echoscu(port: int, *tls: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [requireEchoscu(), "-aet", "MYSCU", "-aec", "ECHOSCP", *tls, "127.0.0.1", str(port)],
-        capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
-    )
 
 
 def goodEchoscu(pki: TestPKI, port: int) -> None:
@@ -178,7 +155,7 @@ def test_subjectInTheLog(servers: list[Server], pki: TestPKI) -> None:
         [sys.executable, "-m", "dicomecho", "-v", "--bind-address", "127.0.0.1",
          "--tls-key", pki.serverKey, "--tls-cert", pki.serverCert, "--tls-ca", pki.caCert, str(port)],
     )
-    waitListening(port)
+    waitListening(port, server)
     goodEchoscu(pki, port)
     server.waitFor(r"^I: TLS TLSv1\.3 from 127\.0\.0\.1:\d+ \(TLS_\w+\), client certificate: .*CN=modality1")
     server.waitFor(r"^I: Association Released")
@@ -200,8 +177,8 @@ def test_tlsNextToPlain(servers: list[Server], pki: TestPKI) -> None:
         [sys.executable, "-m", "dicomecho", "--bind-address", "127.0.0.1",
          "--port", str(plainPort), "--listen", description],
     )
-    waitListening(plainPort)
-    waitListening(tlsPort)
+    waitListening(plainPort, server)
+    waitListening(tlsPort, server)
     assert echoscu(plainPort).returncode == 0
     # Server authentication only (no caCerts): DCMTK without a certificate.
     anonymous = echoscu(tlsPort, "+tla", "+cf", pki.caCert)
@@ -233,7 +210,7 @@ def test_tlsBehindProxy(servers: list[Server], pki: TestPKI) -> None:
         [sys.executable, "-m", "dicomecho", "-v", "--listen", description,
          "--allow-network", "10.0.0.0/8", "--allow-network", "127.0.0.1/32"],
     )
-    waitListening(port)
+    waitListening(port, server)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(pki.caCert)
 

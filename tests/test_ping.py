@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 import pytest
 
@@ -43,9 +42,8 @@ from dicomecho.pdu import (
 )
 from dicomecho.ping import ExitCode, PingResult, describeAbort, describeRejection, main, ping
 from tests.peers import Reply, WireScript, requireEchoscu
+from tests.processes import ROOT, Server, freePort, waitListening
 from tests.tlscerts import TestPKI, createPKI
-
-ROOT = Path(__file__).resolve().parent.parent
 
 #: Seconds any wait for a server may take.
 WAIT = 15.0
@@ -56,79 +54,16 @@ PASSCODE = "s3cret-Passcode-42"
 # --- helpers --------------------------------------------------------------------
 
 
-def freePort() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Server:
-    """
-    A server subprocess; a thread collects its output lines.
-    """
-
-    def __init__(self, args: Sequence[str]) -> None:
-        self.process = subprocess.Popen(
-            list(args),
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def waitForLine(self, text: str) -> None:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            if any(text in line for line in list(self.lines)):
-                return
-            if self.process.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.02)
-        self.stop()
-        raise AssertionError(f"no line with {text!r} in:\n" + "\n".join(self.lines))
-
-    def waitForPort(self, port: int) -> None:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"nothing listens on {port}:\n" + "\n".join(self.lines))
-
-    def stop(self) -> None:
-        """
-        SIGTERM by PID, SIGKILL if it has not exited within L{WAIT}.
-        """
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=WAIT)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=WAIT)
-        self._reader.join(timeout=WAIT)
-
-
 def startDicomecho(*options: str) -> tuple[Server, int]:
     port = freePort()
     server = Server(
         [sys.executable, "-m", "dicomecho", "-v", "--bind-address", "127.0.0.1", *options, str(port)]
     )
-    server.waitForLine("Listening on")
+    try:
+        server.waitFor("Listening on")
+    except AssertionError:
+        server.stop()
+        raise
     return server, port
 
 
@@ -682,7 +617,7 @@ def test_proxyHeader(capsys: pytest.CaptureFixture[str]) -> None:
         [sys.executable, "-m", "dicomecho", "-v", "--listen", f"haproxy:tcp:{port}:interface=127.0.0.1"]
     )
     try:
-        server.waitForLine("Listening on")
+        server.waitFor("Listening on")
         assert run(capsys, "--proxy-header", "127.0.0.1", str(port), "-t", "5")[:3] == (0, "", "")
         status, _, err = run(capsys, "127.0.0.1", str(port), "-t", "5")
         assert status == 5
@@ -823,7 +758,7 @@ def test_storescp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     port = freePort()
     server = Server([str(storescp), "-aet", "ANY-SCP", "-od", str(tmp_path), str(port)])
     try:
-        server.waitForPort(port)
+        waitListening(port, server)
         assert run(capsys, "127.0.0.1", str(port), "-t", "5")[:3] == (0, "", "")
     finally:
         server.stop()

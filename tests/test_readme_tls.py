@@ -9,14 +9,13 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.peers import requireEchoscu
-from tests.test_cli import BIN, ROOT, TIMEOUT, Server, servers, start  # noqa: F401 (fixture)
+from tests.processes import BIN, ROOT, TIMEOUT, Server, freePort, servers, start  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.peer
 
@@ -37,12 +36,6 @@ def readmeExample() -> list[str]:
     text = "\n".join(lines).replace("\\\n", " ")
     parts = re.split(r"^# .*$", text, flags=re.M)
     return [p.strip() for p in parts if p.strip()]
-
-
-def freePort() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_readmeTLSExample(servers: list[Server], tmp_path: Path) -> None:

@@ -3,8 +3,7 @@ Tests for L{dicomecho.reuseport} and the C{reuseport:} endpoint plugin: the
 parser and the listening socket it makes (on a L{MemoryReactor}), then two
 real C{twistd dicomecho} processes sharing one port.
 
-L{ServerProcess}, L{runEchoes} and L{countAccepted} are used by
-L{tests.test_systemd} too.
+L{runEchoes} and L{countAccepted} are used by L{tests.test_systemd} too.
 """
 
 from __future__ import annotations
@@ -12,15 +11,12 @@ from __future__ import annotations
 import errno
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import pytest
 from twisted.internet.endpoints import serverFromString
@@ -32,12 +28,7 @@ from twisted.python.usage import UsageError
 
 from dicomecho.reuseport import ReusePortListenError, ReusePortServerEndpoint
 from tests.peers import requireEchoscu
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-#: Seconds a server may take to start listening, or to exit after SIGTERM.
-TIMEOUT = 20.0
+from tests.processes import BIN, ROOT, TIMEOUT, Server, freePort, servers  # noqa: F401 (fixture)
 
 #: Associations run at once by L{runEchoes}.
 CONCURRENCY = 8
@@ -271,100 +262,6 @@ def test_listenErrorHints() -> None:
 # --- real processes -------------------------------------------------------------
 
 
-class ServerProcess:
-    """
-    A server subprocess whose output (stdout and stderr) a thread collects
-    line by line; every wait is bounded.
-    """
-
-    def __init__(
-        self,
-        args: Sequence[str],
-        env: dict[str, str] | None = None,
-        passFds: Sequence[int] = (),
-    ) -> None:
-        self.args = list(args)
-        self.process = subprocess.Popen(
-            self.args,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"} if env is None else env,
-            pass_fds=passFds,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def waitFor(self, pattern: str, timeout: float = TIMEOUT) -> re.Match[str]:
-        """
-        Wait (bounded) for a line matching C{pattern}, or the end of the
-        output; return the match.
-        """
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                match = regex.search(line)
-                if match:
-                    return match
-            if self.process.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no line matching {pattern!r} in:\n{self.output()}")
-
-    def count(self, text: str) -> int:
-        return sum(text in line for line in list(self.lines))
-
-    def wait(self, timeout: float = TIMEOUT) -> int:
-        """
-        Wait (bounded) for the process to exit by itself and its output to
-        be read; return its exit status.
-        """
-        status = self.process.wait(timeout)
-        self._reader.join(timeout)
-        return status
-
-    def stop(self) -> int:
-        """
-        SIGTERM by PID, wait (bounded), SIGKILL if still running; return the
-        exit status.
-        """
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            return self.process.wait(TIMEOUT)
-        finally:
-            if self.process.poll() is None:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(TIMEOUT)
-            self._reader.join(TIMEOUT)
-            if self.process.stdout is not None:
-                self.process.stdout.close()
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    """
-    Server processes to stop (SIGTERM, then SIGKILL) after the test, even
-    when it fails.
-    """
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.stop()
-
-
 def runEchoes(port: int, count: int) -> None:
     """
     Run C{count} associations with DCMTK echoscu (each: associate, C-ECHO,
@@ -393,7 +290,7 @@ ACCEPTING = "Accepting Association"
 
 
 def countAccepted(
-    processes: Sequence[ServerProcess], port: int, batch: int = 40, limit: int = 200
+    processes: Sequence[Server], port: int, batch: int = 40, limit: int = 200
 ) -> list[int]:
     """
     Run associations in batches of C{batch} until every process has
@@ -419,20 +316,11 @@ def countAccepted(
     return counts
 
 
-def freePort() -> int:
-    """
-    A port on 127.0.0.1 that was free a moment ago.
-    """
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 TWISTD = [str(BIN / "twistd"), "--pidfile=", "-n", "dicomecho"]
 
 
 @pytest.mark.peer
-def test_twoProcessesShareAPort(servers: list[ServerProcess]) -> None:
+def test_twoProcessesShareAPort(servers: list[Server]) -> None:
     """
     Two C{twistd dicomecho --listen reuseport:PORT} processes both listen
     on the same port, both serve associations, and between them serve
@@ -442,7 +330,7 @@ def test_twoProcessesShareAPort(servers: list[ServerProcess]) -> None:
     port = freePort()
     description = f"reuseport:{port}:interface=127.0.0.1"
     for _ in range(2):
-        servers.append(ServerProcess(TWISTD + ["-v", "--listen", description]))
+        servers.append(Server(TWISTD + ["-v", "--listen", description]))
     for server in servers:
         server.waitFor(rf"Listening on {re.escape(description)} \(127\.0\.0\.1:{port}\)")
     counts = countAccepted(servers, port)

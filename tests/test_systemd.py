@@ -32,15 +32,8 @@ from typing import Iterator
 import pytest
 
 from tests.peers import requireEchoscu
-from tests.test_reuseport import (
-    ACCEPTING,
-    BIN,
-    ROOT,
-    TIMEOUT,
-    ServerProcess,
-    countAccepted,
-    runEchoes,
-)
+from tests.processes import BIN, ROOT, TIMEOUT, Server, servers  # noqa: F401 (fixture)
+from tests.test_reuseport import ACCEPTING, countAccepted, runEchoes
 
 UNITS = ROOT / "examples" / "systemd"
 SOCKET_UNIT = UNITS / "dicomecho.socket"
@@ -70,7 +63,7 @@ def cleanEnvironment() -> dict[str, str]:
     return env
 
 
-def launch(listener: socket.socket, argv: list[str]) -> ServerProcess:
+def launch(listener: socket.socket, argv: list[str]) -> Server:
     """
     Start C{argv} the way systemd starts a service of a socket unit with
     C{FileDescriptorName=dicom}: C{listener} as descriptor 3, named
@@ -79,20 +72,9 @@ def launch(listener: socket.socket, argv: list[str]) -> ServerProcess:
     env = cleanEnvironment()
     env.update(LISTEN_FDS="1", LISTEN_FDNAMES="dicom")
     fd = listener.fileno()
-    return ServerProcess(
-        [sys.executable, "-c", LAUNCHER, str(fd), *argv], env=env, passFds=[fd]
+    return Server(
+        [sys.executable, "-c", LAUNCHER, str(fd), *argv], env, inherit=False, passFds=[fd]
     )
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    """
-    Server processes to stop (SIGTERM, then SIGKILL) after the test.
-    """
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 @pytest.fixture
@@ -107,7 +89,7 @@ def listener() -> Iterator[socket.socket]:
         yield sock
 
 
-def listeningPort(server: ServerProcess) -> int:
+def listeningPort(server: Server) -> int:
     """
     The port of the server's "Listening on systemd:..." line.
     """
@@ -244,7 +226,7 @@ def test_execStartOptions() -> None:
 
 
 @pytest.mark.peer
-def test_inheritedSocket(listener: socket.socket, servers: list[ServerProcess]) -> None:
+def test_inheritedSocket(listener: socket.socket, servers: list[Server]) -> None:
     """
     C{python -m dicomecho --listen systemd:domain=INET:name=dicom} serves
     on the socket it inherits: it reports the socket's address, and DCMTK
@@ -261,7 +243,7 @@ def test_inheritedSocket(listener: socket.socket, servers: list[ServerProcess]) 
 
 
 @pytest.mark.peer
-def test_instancesShareOneSocket(listener: socket.socket, servers: list[ServerProcess]) -> None:
+def test_instancesShareOneSocket(listener: socket.socket, servers: list[Server]) -> None:
     """
     Two instances run from the template's C{ExecStart} (with our twistd,
     and C{-v}) inherit the same socket and both serve associations from

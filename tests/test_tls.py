@@ -15,14 +15,10 @@ subprocess and talk to it with DCMTK's C{echoscu} and with pynetdicom.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import ssl
 import subprocess
 import sys
-import threading
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,9 +51,9 @@ from dicomecho.tls import (
 )
 from tests.helpers import fixtureBytes
 from tests.peers import ECHOSCU_TIMEOUT_OPTIONS, requireEchoscu, requirePynetdicom
+from tests.processes import ROOT, Server
 from tests.tlscerts import CLIENT_SUBJECT, TestPKI
 
-ROOT = Path(__file__).resolve().parent.parent
 ROOT_ISSUER = "CN=dicomecho test root CA,O=dicomecho tests"
 ROGUE_ISSUER = "CN=rogue CA,O=somebody else"
 
@@ -897,87 +893,21 @@ def test_pluginModuleImportLight() -> None:
 
 # --- real peers ---------------------------------------------------------------
 
-#: Seconds the server subprocess may take to say it is listening, and to
-#: exit after SIGTERM.
-SERVER_TIMEOUT = 20.0
-
-
-class TLSServer:
-    """
-    C{python -m dicomecho -d --listen dicomtls:0:...} in a subprocess, on
-    127.0.0.1. A thread collects its log (stderr); L{port} is read from
-    its "Listening on" line.
-    """
-
-    def __init__(self, description: str) -> None:
-        self.lines: list[str] = []
-        self._listening = threading.Event()
-        self.port = 0
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dicomecho", "-d", "--listen", description],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        if not self._listening.wait(SERVER_TIMEOUT):
-            self.stop()
-            raise AssertionError(f"server did not listen: {self.output()}")
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
-            match = re.search(r"Listening on .*\(127\.0\.0\.1:(\d+)\)", line)
-            if match:
-                self.port = int(match.group(1))
-                self._listening.set()
-        self._listening.set()  # ended: stop waiting
-
-    def output(self, since: int = 0) -> str:
-        return "\n".join(self.lines[since:])
-
-    def waitFor(self, pattern: str, since: int = 0, timeout: float = 10.0) -> str:
-        """
-        Wait (bounded) for a log line matching C{pattern}; return it.
-        """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines[since:]:
-                if re.search(pattern, line):
-                    return line
-            time.sleep(0.05)
-        raise AssertionError(f"no log line matching {pattern!r} in:\n{self.output(since)}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(SERVER_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(SERVER_TIMEOUT)
-        self._reader.join(SERVER_TIMEOUT)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
-
-
 @pytest.fixture(scope="module")
-def tlsServer(pki: TestPKI) -> Iterator[TLSServer]:
+def tlsServer(pki: TestPKI) -> Iterator[Server]:
     """
-    One dicomecho on dicomtls:, requiring client certificates from our CA,
-    for all the peer tests.
+    One C{python -m dicomecho -d} on dicomtls:0 (127.0.0.1), requiring
+    client certificates from our CA, for all the peer tests.
     """
-    server = TLSServer(
-        _description(pki, 0, interface="127.0.0.1", caCerts=pki.caCert)
-    )
+    description = _description(pki, 0, interface="127.0.0.1", caCerts=pki.caCert)
+    server = Server([sys.executable, "-m", "dicomecho", "-d", "--listen", description])
+    try:
+        server.port()
+    except AssertionError:
+        server.stop()
+        raise
     yield server
-    server.stop()
-    assert server.process.returncode == 0, server.output()
+    assert server.stop() == 0, server.output()
 
 
 def _echoscu(echoscu: str, port: int, *options: str) -> tuple[int, str]:
@@ -1003,7 +933,7 @@ def _echoscu(echoscu: str, port: int, *options: str) -> tuple[int, str]:
     ids=["default-profile", "tls1.2-profile"],
 )
 def test_echoscu(
-    pki: TestPKI, tlsServer: TLSServer, profile: list[str], version: str, suite: str
+    pki: TestPKI, tlsServer: Server, profile: list[str], version: str, suite: str
 ) -> None:
     """
     DCMTK echoscu, with a client certificate, gets its C-ECHO answered over
@@ -1013,7 +943,7 @@ def test_echoscu(
     since = len(tlsServer.lines)
     status, output = _echoscu(
         echoscu,
-        tlsServer.port,
+        tlsServer.port(),
         *profile,
         "+tls",
         pki.clientKey,
@@ -1025,31 +955,31 @@ def test_echoscu(
     assert re.search(rf"Protocol\s*: {re.escape(version)}", output), output
     assert re.search(rf"Ciphersuite\s*: {re.escape(suite)}", output), output
     assert "Received Echo Response (Success)" in output
-    tlsServer.waitFor(re.escape(CLIENT_SUBJECT), since)
+    tlsServer.waitFor(re.escape(CLIENT_SUBJECT), since=since)
 
 
 @pytest.mark.peer
-def test_echoscuRefused(pki: TestPKI, tlsServer: TLSServer) -> None:
+def test_echoscuRefused(pki: TestPKI, tlsServer: Server) -> None:
     """
     echoscu without TLS, and with a certificate from another CA: refused,
     and the server says why.
     """
     echoscu = requireEchoscu()
     since = len(tlsServer.lines)
-    status, output = _echoscu(echoscu, tlsServer.port)
+    status, output = _echoscu(echoscu, tlsServer.port())
     assert status != 0, output
-    tlsServer.waitFor(r"plain DICOM \(an A-ASSOCIATE-RQ\) on the TLS port", since)
+    tlsServer.waitFor(r"plain DICOM \(an A-ASSOCIATE-RQ\) on the TLS port", since=since)
 
     since = len(tlsServer.lines)
     status, output = _echoscu(
-        echoscu, tlsServer.port, "+tls", pki.rogueKey, pki.rogueCert, "+cf", pki.caCert
+        echoscu, tlsServer.port(), "+tls", pki.rogueKey, pki.rogueCert, "+cf", pki.caCert
     )
     assert status != 0, output
-    tlsServer.waitFor(r"the client certificate is not trusted", since)
+    tlsServer.waitFor(r"the client certificate is not trusted", since=since)
 
 
 @pytest.mark.peer
-def test_pynetdicom(pki: TestPKI, tlsServer: TLSServer) -> None:
+def test_pynetdicom(pki: TestPKI, tlsServer: Server) -> None:
     """
     pynetdicom over TLS (the standard library's ssl) with a client
     certificate: C-ECHO status 0x0000.
@@ -1063,7 +993,7 @@ def test_pynetdicom(pki: TestPKI, tlsServer: TLSServer) -> None:
     ae.add_requested_context("1.2.840.10008.1.1")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     assoc = ae.associate(
-        "127.0.0.1", tlsServer.port, ae_title="ECHOSCP", tls_args=(context, "localhost")
+        "127.0.0.1", tlsServer.port(), ae_title="ECHOSCP", tls_args=(context, "localhost")
     )
     try:
         assert assoc.is_established
@@ -1076,4 +1006,4 @@ def test_pynetdicom(pki: TestPKI, tlsServer: TLSServer) -> None:
         else:
             assoc.abort()
         ae.shutdown()
-    tlsServer.waitFor(re.escape(CLIENT_SUBJECT), since)
+    tlsServer.waitFor(re.escape(CLIENT_SUBJECT), since=since)
