@@ -40,6 +40,8 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
+from dicomecho.descriptions import checkArguments, numberArgument
+
 __all__ = [
     "DEFAULT_BACKLOG",
     "ReusePortListenError",
@@ -158,16 +160,6 @@ class ReusePortServerEndpoint:
 _ARGUMENTS = ("port", "interface", "backlog")
 
 
-def _number(name: str, value: str, low: int, high: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if not low <= number <= high:
-        raise ValueError(f"reuseport: {name}={value!r} is not a number from {low} to {high}")
-    return number
-
-
 def parseStreamServer(
     reactor: Any, *args: str, **kwargs: str
 ) -> ReusePortServerEndpoint:
@@ -183,11 +175,7 @@ def parseStreamServer(
     @raise ValueError: on a missing, unknown or malformed argument, or if
         this platform has no C{SO_REUSEPORT}.
     """
-    unknown = sorted(set(kwargs) - set(_ARGUMENTS))
-    if unknown:
-        raise ValueError(
-            f"reuseport: unknown argument {unknown[0]!r}; known: {', '.join(_ARGUMENTS)}"
-        )
+    checkArguments("reuseport", kwargs, _ARGUMENTS)
     ports = list(args) + ([kwargs["port"]] if "port" in kwargs else [])
     if len(ports) != 1:
         raise ValueError(
@@ -197,8 +185,10 @@ def parseStreamServer(
         )
     if not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("reuseport: this platform has no SO_REUSEPORT")
-    port = _number("port", ports[0], 0, 65535)
-    backlog = _number("backlog", kwargs.get("backlog", str(DEFAULT_BACKLOG)), 1, 2**31 - 1)
+    port = numberArgument("reuseport", "port", ports[0], 0, 65535)
+    backlog = numberArgument(
+        "reuseport", "backlog", kwargs.get("backlog", str(DEFAULT_BACKLOG)), 1, 2**31 - 1
+    )
     interface = kwargs.get("interface", "")
     if interface and not (isIPAddress(interface) or isIPv6Address(interface)):
         raise ValueError(

@@ -49,6 +49,8 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from dicomecho.descriptions import checkArguments, numberArgument
+
 __all__ = [
     "BCP195_CIPHERS",
     "DICOM_TLS_PORT",
@@ -559,16 +561,6 @@ _ARGUMENTS = (
 )
 
 
-def _number(name: str, value: str, low: int, high: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if not low <= number <= high:
-        raise ValueError(f"dicomtls: {name}={value!r} is not a number from {low} to {high}")
-    return number
-
-
 def parseStreamServer(
     reactor: Any, *args: str, **kwargs: str
 ) -> DICOMTLSServerEndpoint:
@@ -596,16 +588,12 @@ def parseStreamServer(
             f"dicomtls:{DICOM_TLS_PORT}:privateKey=server.key:certKey=server.pem"
             + (f" (got {len(args)} positional arguments)" if args else "")
         )
-    unknown = sorted(set(kwargs) - set(_ARGUMENTS))
-    if unknown:
-        raise ValueError(
-            f"dicomtls: unknown argument {unknown[0]!r}; known: {', '.join(_ARGUMENTS)}"
-        )
+    checkArguments("dicomtls", kwargs, _ARGUMENTS)
     for required in ("privateKey", "certKey"):
         if not kwargs.get(required):
             raise ValueError(f"dicomtls: {required}= is required (a PEM file)")
-    port = _number("port", args[0], 0, 65535)
-    backlog = _number("backlog", kwargs.get("backlog", "50"), 1, 2**31 - 1)
+    port = numberArgument("dicomtls", "port", args[0], 0, 65535)
+    backlog = numberArgument("dicomtls", "backlog", kwargs.get("backlog", "50"), 1, 2**31 - 1)
     requireClientCert: bool | None = None
     if "requireClientCert" in kwargs:
         requireClientCert = _yesNo("requireClientCert", kwargs["requireClientCert"])
