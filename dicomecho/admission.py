@@ -27,8 +27,8 @@ from dicomecho.identity import (
 )
 from dicomecho.items import UserIdentityRQ
 from dicomecho.logs import isEnabled, log
-from dicomecho.negotiation import Acceptance, Rejection
-from dicomecho.pdu import AssociateRJ, AssociateRQ, RejectReason, RejectResult, RejectSource
+from dicomecho.negotiation import Acceptance, Rejection, localLimitRejection
+from dicomecho.pdu import AssociateRQ
 
 __all__ = ["AdmissionMixin", "isTLSTransport", "behindProxy", "identityOf"]
 
@@ -198,13 +198,8 @@ class AdmissionMixin:
         """
         config = self._config
         if config.identityChecksInProgress >= config.maxIdentityChecks:
-            rj = AssociateRJ(
-                RejectResult.TRANSIENT,
-                RejectSource.SERVICE_PROVIDER_PRESENTATION,
-                RejectReason.LOCAL_LIMIT_EXCEEDED,
-            )
             self._respond(
-                Rejection(acceptance.rq, rj, "too many user identity checks in progress")
+                localLimitRejection(acceptance.rq, "too many user identity checks in progress")
             )
             return
         config.identityChecksInProgress += 1
@@ -253,15 +248,8 @@ class AdmissionMixin:
             return None
         throttle.succeeded(host)
         self._user = usernameText(identity)
-        if config.activeAssociations >= config.maxAssociations or config.draining:
-            rj = AssociateRJ(
-                RejectResult.TRANSIENT,
-                RejectSource.SERVICE_PROVIDER_PRESENTATION,
-                RejectReason.LOCAL_LIMIT_EXCEEDED,
-            )
-            self._respond(
-                Rejection(acceptance.rq, rj, "the limit on concurrent associations is reached")
-            )
+        if config.atCapacity:
+            self._respond(localLimitRejection(acceptance.rq))
             return None
         if identity.positiveResponseRequested:
             acceptance = withIdentityResponse(acceptance, result)

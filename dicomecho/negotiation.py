@@ -60,6 +60,7 @@ __all__ = [
     "Rejection",
     "InvalidAssociateRequest",
     "AcceptanceCache",
+    "localLimitRejection",
     "negotiate",
 ]
 
@@ -392,14 +393,25 @@ def _checkAcceptable(
             f"({policy.aeTitle!r})",
         )
     if atCapacity:
-        return _rejection(
-            rq,
-            RejectResult.TRANSIENT,
-            RejectSource.SERVICE_PROVIDER_PRESENTATION,
-            RejectReason.LOCAL_LIMIT_EXCEEDED,
-            "the limit on concurrent associations is reached",
-        )
+        return localLimitRejection(rq)
     return None
+
+
+def localLimitRejection(
+    rq: AssociateRQ, why: str = "the limit on concurrent associations is reached"
+) -> Rejection:
+    """
+    A rejection for a local limit: transient, service-provider
+    (presentation related function), local-limit-exceeded (PS3.8 Table
+    9-21), so the requestor may try again later.
+    """
+    return _rejection(
+        rq,
+        RejectResult.TRANSIENT,
+        RejectSource.SERVICE_PROVIDER_PRESENTATION,
+        RejectReason.LOCAL_LIMIT_EXCEEDED,
+        why,
+    )
 
 
 def _chooseTransferSyntax(

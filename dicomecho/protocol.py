@@ -237,6 +237,14 @@ class DICOMServerFactory(ServerFactory):
         """
         return len(self._protocols)
 
+    @property
+    def atCapacity(self) -> bool:
+        """
+        Whether a new association would be rejected (local-limit-exceeded):
+        the limit is reached, or the server is shutting down.
+        """
+        return self.draining or self.activeAssociations >= self.maxAssociations
+
     def messagesAnswered(self) -> int:
         """
         DIMSE requests handled so far, on closed and open connections.
@@ -596,7 +604,7 @@ class DICOMAssociationProtocol(AdmissionMixin, Protocol):
         policy = config.policy
         access = policy.access
         checkIdentity = config.userIdentity is not UserIdentityMode.IGNORE
-        atCapacity = config.draining or config.activeAssociations >= config.maxAssociations
+        atCapacity = config.atCapacity
         known = self._knownRequest
         # A known request's acceptance holds for any source only without an
         # access list, and never stands in for an identity check.
