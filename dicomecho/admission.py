@@ -94,10 +94,18 @@ class AdmissionMixin:
         The first bytes of a connection behind a PROXY-protocol listener:
         the client's address is known now; admit it or refuse it.
         """
+        if self._admitProxiedSource():
+            self.dataReceived(data)
+
+    def _admitProxiedSource(self) -> bool:
+        """
+        The PROXY header has been read: restore the protocol's own
+        C{dataReceived}, forget the balancer's address, and judge the
+        client's (L{_admitSource}).
+        """
         del self.dataReceived
         self._peerAddress = None
-        if self._admitSource():
-            self.dataReceived(data)
+        return self._admitSource()
 
     def _admitSource(self) -> bool:
         """
@@ -136,14 +144,11 @@ class AdmissionMixin:
 
         self._tlsState = "done"
         self._tlsInfo = tlsSessionInfo(self.transport)
-        if "dataReceived" in self.__dict__:
+        if "dataReceived" in self.__dict__ and not self._admitProxiedSource():
             # TLS behind a PROXY-protocol listener: the header was read
-            # before the handshake, so the client can be admitted now,
-            # before any DICOM byte.
-            del self.dataReceived
-            self._peerAddress = None
-            if not self._admitSource():
-                return
+            # before the handshake, so the client is judged now, before any
+            # DICOM byte.
+            return
         if isEnabled(LogLevel.info):
             log.info(
                 "TLS {tlsVersion} from {peer} ({tlsCipher}), client certificate: {subject}",
