@@ -138,9 +138,10 @@ def _logLevel(value: str) -> LogLevel:
         ) from None
 
 
-def _escapeInterface(host: str) -> str:
-    # Endpoint descriptions use ':' as separator and '\' as escape.
-    return host.replace("\\", "\\\\").replace(":", "\\:")
+def _escapeValue(value: str) -> str:
+    # A value in an endpoint description (an interface, a file name), where
+    # ':' separates arguments and '\' escapes.
+    return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def _userIdentityMode(value: str) -> UserIdentityMode:
@@ -347,11 +348,11 @@ def _tlsDescription(options: Options, number: int, interface: str) -> str:
     if clientCert is not None and ca is None:
         raise usage.UsageError("--tls-client-cert needs --tls-ca")
     description = (
-        f"dicomtls:{number}:interface={_escapeInterface(interface)}"
-        f":privateKey={_escapeInterface(key)}:certKey={_escapeInterface(cert)}"
+        f"dicomtls:{number}:interface={_escapeValue(interface)}"
+        f":privateKey={_escapeValue(key)}:certKey={_escapeValue(cert)}"
     )
     if ca is not None:
-        description += f":caCerts={_escapeInterface(ca)}"
+        description += f":caCerts={_escapeValue(ca)}"
         required = "no" if clientCert == "optional" else "yes"
         description += f":requireClientCert={required}"
     return description
@@ -421,9 +422,9 @@ def _endpointDescriptions(options: Options) -> list[str]:
         if _usesTLSOptions(options):
             description = _tlsDescription(options, number, bind or "0.0.0.0")
         elif ":" in bind:
-            description = f"tcp6:{number}:interface={_escapeInterface(bind)}"
+            description = f"tcp6:{number}:interface={_escapeValue(bind)}"
         elif bind:
-            description = f"tcp:{number}:interface={_escapeInterface(bind)}"
+            description = f"tcp:{number}:interface={_escapeValue(bind)}"
         else:
             # echoscp's default: all IPv4 interfaces.
             description = f"tcp:{number}:interface=0.0.0.0"
@@ -522,21 +523,27 @@ class DICOMListeningService(StreamServerEndpointService):
 
     def _logListening(self, port: IListeningPort) -> None:
         address = port.getHost()
-        host = getattr(address, "host", None) or getattr(address, "name", "")
+        host = str(getattr(address, "host", None) or getattr(address, "name", ""))
         portNumber = getattr(address, "port", None)
-        where = listeningAddress(host, portNumber)
+        self._announce(address, host, portNumber, listeningAddress(host, portNumber))
+
+    def _announce(self, address: Any, host: str, portNumber: int | None, where: str) -> None:
+        """
+        Say where this service listens (the C{listening} event), and warn
+        if that is open to all.
+        """
         log.info(
             "Listening on {description} ({where})",
             dicomEvent="listening",
             peer="",
             description=self.description,
             address=repr(address),
-            host=str(host),
+            host=host,
             port=portNumber,
             where=where,
         )
         if portNumber is not None:
-            self._warnIfOpen(str(host), where)
+            self._warnIfOpen(host, where)
 
 
 class MetricsListeningService(DICOMListeningService):
@@ -544,18 +551,15 @@ class MetricsListeningService(DICOMListeningService):
     Listens for Prometheus scrapes; says where once the reactor runs.
     """
 
-    def _logListening(self, port: IListeningPort) -> None:
-        address = port.getHost()
-        host = getattr(address, "host", None) or getattr(address, "name", "")
-        portNumber = getattr(address, "port", None)
+    def _announce(self, address: Any, host: str, portNumber: int | None, where: str) -> None:
         log.info(
             "Serving metrics on {description} ({where})",
             dicomEvent="metrics-listening",
             peer="",
             description=self.description,
-            host=str(host),
+            host=host,
             port=portNumber,
-            where=listeningAddress(host, portNumber),
+            where=where,
         )
 
 
