@@ -38,6 +38,7 @@ from dicomecho.items import (
 )
 
 __all__ = [
+    "validateAETitle",
     "PDUType",
     "RejectResult",
     "RejectSource",
@@ -123,6 +124,28 @@ class RejectReason:
 
 def _header(pduType: int, body: bytes) -> bytes:
     return _PDU_HEADER.pack(pduType, 0, len(body)) + body
+
+
+def validateAETitle(title: str, what: str = "AE title") -> str:
+    """
+    Check an AE title as PS3.5 defines the AE value representation: 1-16
+    characters of ISO 646 (printable ASCII), no backslash, not all spaces.
+
+    @param what: how the error message names it.
+    @return: C{title} without leading and trailing spaces.
+    @raise ValueError: with the reason, if it is not a valid AE title.
+    """
+    if not isinstance(title, str) or not title.strip(" "):
+        raise ValueError(f"{what} {title!r} is empty or all spaces")
+    if len(title) > 16:
+        raise ValueError(f"{what} {title!r} is longer than 16 characters")
+    bad = [c for c in title if not (" " <= c <= "~") or c == "\\"]
+    if bad:
+        raise ValueError(
+            f"{what} {title!r} contains {bad[0]!r}: only printable ASCII "
+            f"without backslash is allowed"
+        )
+    return title.strip(" ")
 
 
 def _decodeAETitle(raw: bytes) -> str:

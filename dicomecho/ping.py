@@ -87,6 +87,7 @@ from dicomecho.pdu import (
     ReleaseRP,
     ReleaseRQ,
     decodePDU,
+    validateAETitle,
 )
 
 __all__ = [
@@ -767,22 +768,6 @@ def _release(link: _Link) -> None:
             raise _unexpected(answer, link.phase)
 
 
-def _checkAETitle(title: str, what: str) -> str:
-    """
-    PS3.5 Table 6.2-1 (AE): 1-16 characters of the default repertoire
-    without backslash or control characters, not all spaces.
-
-    @raise ValueError: if C{title} is not one.
-    """
-    if not isinstance(title, str) or not title.strip(" "):
-        raise ValueError(f"{what} {title!r} is empty")
-    if len(title) > 16:
-        raise ValueError(f"{what} {title!r} is longer than 16 characters")
-    if any(not (" " <= c <= "~") or c == "\\" for c in title):
-        raise ValueError(f"{what} {title!r} must be printable ASCII without backslash")
-    return title.strip(" ")
-
-
 def _identity(user: str | None, passcode: str | None) -> UserIdentityRQ | None:
     """
     User Identity sub-item (PS3.7 D.3.3.7.1): type 1 for a username, type 2
@@ -836,8 +821,8 @@ def ping(
     @raise ValueError: if an argument is unusable (an AE title, the port,
         the timeout, a passcode without a user).
     """
-    callingAETitle = _checkAETitle(callingAETitle, "calling AE title")
-    calledAETitle = _checkAETitle(calledAETitle, "called AE title")
+    callingAETitle = validateAETitle(callingAETitle, "calling AE title")
+    calledAETitle = validateAETitle(calledAETitle, "called AE title")
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is not between 1 and 65535")
     if not timeout > 0:
@@ -962,7 +947,7 @@ def _seconds(value: str) -> float:
 
 def _aeTitleArgument(value: str) -> str:
     try:
-        return _checkAETitle(value, "AE title")
+        return validateAETitle(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 

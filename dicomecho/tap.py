@@ -25,6 +25,7 @@ from dicomecho import __version__
 from dicomecho.access import AccessList, parseNetwork, peerAddress
 from dicomecho.identity import UserIdentityMode
 from dicomecho.logs import LOG_LEVEL_NAMES, listeningAddress, log, setLogLevel
+from dicomecho.pdu import validateAETitle
 from dicomecho.negotiation import (
     DEFAULT_MAX_ASSOCIATIONS,
     DEFAULT_MAX_PDU_LENGTH,
@@ -69,27 +70,6 @@ _PREFERENCES = (
     ("prefer-big", "-xb/--prefer-big", TransferSyntaxPreference.PREFER_BIG),
     ("implicit", "-xi/--implicit", TransferSyntaxPreference.IMPLICIT_ONLY),
 )
-
-
-def validateAETitle(title: str) -> str:
-    """
-    Check an AE title as PS3.5 defines the AE value representation: 1-16
-    characters of ISO 646 (printable ASCII), no backslash, not all spaces.
-
-    @return: C{title} without leading and trailing spaces.
-    @raise ValueError: with the reason, if it is not a valid AE title.
-    """
-    if not title.strip(" "):
-        raise ValueError(f"AE title {title!r} is empty or all spaces")
-    if len(title) > 16:
-        raise ValueError(f"AE title {title!r} is longer than 16 characters")
-    bad = [c for c in title if not (" " <= c <= "~") or c == "\\"]
-    if bad:
-        raise ValueError(
-            f"AE title {title!r} contains {bad[0]!r}: only printable ASCII "
-            f"without backslash is allowed"
-        )
-    return title.strip(" ")
 
 
 def _aeTitle(value: str) -> str:
