@@ -1,13 +1,14 @@
-# -*- test-case-name: tests.test_main -*-
+# -*- test-case-name: tests.test_cli -*-
 """
-C{python -m dicomecho [options] port}: pynetdicom echoscp's command line,
-running the same service as C{twistd dicomecho} on the reactor, with
-echoscp-style log lines on stderr. Exits 0 on SIGINT or SIGTERM, 1 if it
+C{python -m dicomecho [options] [port]}, also the C{dicomecho} script:
+pynetdicom echoscp's command line, running the same service as C{twistd
+dicomecho} on the reactor, with echoscp-style log lines on stderr. Exits 0 on SIGINT or SIGTERM, 1 if it
 cannot listen, 2 on a usage error.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
@@ -15,10 +16,19 @@ from twisted.logger import LogLevel, globalLogBeginner
 from twisted.python import usage
 
 from dicomecho import __version__
+from dicomecho.commandline import usageError
 from dicomecho.logs import consoleObserver, isEnabled, startupLines
 from dicomecho.tap import Options, makeService
 
-PROG = "python -m dicomecho"
+
+def commandName(argv0: str) -> str:
+    """
+    How the user ran us, for C{--help} and usage errors: the console
+    script by its name, C{python -m dicomecho} otherwise.
+    """
+    if os.path.basename(argv0) == "dicomecho":
+        return "dicomecho"
+    return "python -m dicomecho"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,12 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     @return: the exit status.
     """
     options = Options()
+    options.command = commandName(sys.argv[0])
     try:
         options.parseOptions(list(sys.argv[1:] if argv is None else argv))
     except usage.UsageError as e:
-        print(f"usage: {PROG} {options.synopsis}", file=sys.stderr)
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return usageError(options.getSynopsis(), options.command, e, sys.stderr)
 
     from twisted.internet import reactor
 

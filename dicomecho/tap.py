@@ -23,6 +23,13 @@ from twisted.python import usage
 
 from dicomecho import __version__
 from dicomecho.access import AccessList, parseNetwork, peerAddress
+from dicomecho.commandline import (
+    HELP_TEXT,
+    formatHelp,
+    permuteArguments,
+    translateAliases,
+    usageError,
+)
 from dicomecho.identity import UserIdentityMode
 from dicomecho.logs import LOG_LEVEL_NAMES, listeningAddress, log, setLogLevel
 from dicomecho.pdu import validateAETitle
@@ -48,21 +55,6 @@ DEFAULT_BACKLOG = 128
 #: Threads checking user identity passcodes (scrypt) at once.
 IDENTITY_THREADS = 4
 
-#: echoscp's single-dash spellings and the long options they stand for.
-ALIASES = {
-    "-aet": "--ae-title",
-    "-ta": "--acse-timeout",
-    "-td": "--dimse-timeout",
-    "-tn": "--network-timeout",
-    "-pdu": "--max-pdu",
-    "-ba": "--bind-address",
-    "-ll": "--log-level",
-    "-x=": "--prefer-uncompr",
-    "-xe": "--prefer-little",
-    "-xb": "--prefer-big",
-    "-xi": "--implicit",
-}
-
 _VERBOSITY = (("quiet", "-q/--quiet"), ("verbose", "-v/--verbose"), ("debug", "-d/--debug"))
 _PREFERENCES = (
     ("prefer-uncompr", "-x=/--prefer-uncompr", TransferSyntaxPreference.PREFER_UNCOMPRESSED),
@@ -72,21 +64,12 @@ _PREFERENCES = (
 )
 
 
-def _aeTitle(value: str) -> str:
-    return validateAETitle(value)
-
-
-_aeTitle.coerceDoc = "At most 16 printable ASCII characters, no backslash."  # type: ignore[attr-defined]
-
-
 def _seconds(value: str) -> float:
     seconds = float(value)
     if not seconds >= 0:  # also refuses NaN
         raise ValueError(f"{value!r} is not a number of seconds >= 0")
     return seconds
 
-
-_seconds.coerceDoc = "Seconds, >= 0."  # type: ignore[attr-defined]
 
 
 def _maxPDU(value: str) -> int:
@@ -98,8 +81,6 @@ def _maxPDU(value: str) -> int:
         )
     return size
 
-
-_maxPDU.coerceDoc = "Bytes; 0 = unlimited."  # type: ignore[attr-defined]
 
 
 def _positive(value: str) -> int:
@@ -145,46 +126,50 @@ _TLS_PREFIXES = ("dicomtls:", "ssl:")
 
 class Options(usage.Options):
     """
-    Options of C{twistd dicomecho} and C{python -m dicomecho}.
+    Options of C{twistd dicomecho} and C{python -m dicomecho}: echoscp's,
+    in any order with the port (L{permuteArguments}), then ours.
+
+    @ivar command: how the user ran us, for C{--help} and usage errors.
     """
 
     synopsis = "[options] [port]"
+    command = "python -m dicomecho"
     longdesc = (
         "A DICOM Verification SCP: answers C-ECHO from any DICOM peer to prove "
         "it can reach this host. Options and defaults follow pynetdicom's "
-        "echoscp; its single-dash spellings (-aet, -ta, -td, -tn, -pdu, -ba, "
-        "-ll, -x=, -xe, -xb, -xi) are accepted too."
+        "echoscp, and so do its spellings (-aet, -ta, -td, -tn, -pdu, -ba, "
+        "-ll, -x=, -xe, -xb, -xi); options and the port may come in any order."
     )
 
     optFlags = [
-        ["quiet", "q", "quiet mode, print no warnings and errors"],
-        ["verbose", "v", "verbose mode, print processing details"],
-        ["debug", "d", "debug mode, print debug information"],
-        ["prefer-uncompr", None, "prefer explicit VR local byte order [-x=]"],
-        ["prefer-little", None, "prefer explicit VR little endian TS [-xe]"],
-        ["prefer-big", None, "prefer explicit VR big endian TS [-xb]"],
-        ["implicit", None, "accept implicit VR little endian TS only [-xi]"],
-        ["require-called-aet", None, "reject requests whose called AE title is not ours"],
+        ["quiet", "q", HELP_TEXT["quiet"]],
+        ["verbose", "v", HELP_TEXT["verbose"]],
+        ["debug", "d", HELP_TEXT["debug"]],
+        ["prefer-uncompr", None, HELP_TEXT["prefer-uncompr"]],
+        ["prefer-little", None, HELP_TEXT["prefer-little"]],
+        ["prefer-big", None, HELP_TEXT["prefer-big"]],
+        ["implicit", None, HELP_TEXT["implicit"]],
+        ["require-called-aet", None, HELP_TEXT["require-called-aet"]],
     ]
 
     optParameters: list[list[Any]] = [
-        ["log-level", None, None, "use level l for the logger: critical, error, warn, warning, info, debug [-ll]", _logLevel],
-        ["ae-title", None, "ECHOSCP", "set my AE title [-aet]", _aeTitle],
-        ["acse-timeout", None, 30.0, "timeout for ACSE messages [-ta]", _seconds],
-        ["dimse-timeout", None, 30.0, "timeout for DIMSE messages [-td]", _seconds],
-        ["network-timeout", None, 30.0, "timeout for the network [-tn]", _seconds],
-        ["max-pdu", None, DEFAULT_MAX_PDU_LENGTH, "set max receive pdu to n bytes, 0 for unlimited [-pdu]", _maxPDU],
-        ["bind-address", None, "", "address of the network interface to listen on; unset: all IPv4 interfaces, '::' for IPv6 and IPv4 [-ba]"],
-        ["max-associations", None, DEFAULT_MAX_ASSOCIATIONS, "reject (transient, local-limit-exceeded) beyond this many live associations", _positive],
-        ["backlog", None, DEFAULT_BACKLOG, "listen queue length for a numeric --port (Twisted's default is 50; bursts of load-balancer probes need more)", _positive],
-        ["shutdown-grace", None, DEFAULT_SHUTDOWN_GRACE, "on SIGTERM/SIGINT, seconds established associations may take to finish before they are aborted", _seconds],
-        ["user-identity", None, UserIdentityMode.IGNORE, "user identity negotiation: ignore (as echoscp), optional (check it when sent) or required (reject requests without one)", _userIdentityMode],
-        ["credentials", None, None, "file of users and scrypt-hashed passcodes for --user-identity (write it with python -m dicomecho.passwd)"],
-        ["tls-key", None, None, "serve TLS on the numeric port: PEM private key file"],
-        ["tls-cert", None, None, "PEM certificate file (then any chain certificates) for --tls-key"],
-        ["tls-ca", None, None, "PEM file of CA certificates that client certificates must chain to"],
-        ["tls-client-cert", None, None, "with --tls-ca: 'required' (the default) or 'optional'", _clientCertificate],
-        ["metrics", None, None, "serve Prometheus metrics at /metrics on this endpoint description, e.g. tcp:9102:interface=127.0.0.1 (needs the metrics extra: pip install 'dicomecho[metrics]')"],
+        ["log-level", None, None, HELP_TEXT["log-level"], _logLevel],
+        ["ae-title", None, "ECHOSCP", HELP_TEXT["ae-title"], validateAETitle],
+        ["acse-timeout", None, 30.0, HELP_TEXT["acse-timeout"], _seconds],
+        ["dimse-timeout", None, 30.0, HELP_TEXT["dimse-timeout"], _seconds],
+        ["network-timeout", None, 30.0, HELP_TEXT["network-timeout"], _seconds],
+        ["max-pdu", None, DEFAULT_MAX_PDU_LENGTH, HELP_TEXT["max-pdu"], _maxPDU],
+        ["bind-address", None, "", HELP_TEXT["bind-address"]],
+        ["max-associations", None, DEFAULT_MAX_ASSOCIATIONS, HELP_TEXT["max-associations"], _positive],
+        ["backlog", None, DEFAULT_BACKLOG, HELP_TEXT["backlog"], _positive],
+        ["shutdown-grace", None, DEFAULT_SHUTDOWN_GRACE, HELP_TEXT["shutdown-grace"], _seconds],
+        ["user-identity", None, UserIdentityMode.IGNORE, HELP_TEXT["user-identity"], _userIdentityMode],
+        ["credentials", None, None, HELP_TEXT["credentials"]],
+        ["tls-key", None, None, HELP_TEXT["tls-key"]],
+        ["tls-cert", None, None, HELP_TEXT["tls-cert"]],
+        ["tls-ca", None, None, HELP_TEXT["tls-ca"]],
+        ["tls-client-cert", None, None, HELP_TEXT["tls-client-cert"], _clientCertificate],
+        ["metrics", None, None, HELP_TEXT["metrics"]],
     ]
 
     def __init__(self) -> None:
@@ -251,27 +236,64 @@ class Options(usage.Options):
 
     def opt_port(self, value: str) -> None:
         """
-        TCP port number (also accepted as the last argument), or an
-        endpoint description such as tcp:0, tcp6:11112 or
-        unix:/tmp/dicom.sock [default: 11112]
+        The port number or endpoint description (also the positional
+        argument).
         """
         self["port"] = value
         self._portGiven = True
 
     opt_p = opt_port
+    opt_h = usage.Options.opt_help
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
-        Translate echoscp's single-dash spellings, then parse as usual.
+        Translate echoscp's single-dash spellings, put the options before
+        the port, then parse as usual. Under twistd, a usage error is
+        reported as under C{python -m dicomecho} (exit status 2).
         """
         import sys
 
-        args = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(translateAliases(args))
+        args = translateAliases(sys.argv[1:] if options is None else options)
+        args = permuteArguments(args, self.longOpt, self.shortOpt)
+        if self.parent is None:
+            super().parseOptions(args)
+            return
+        self.command = "twistd dicomecho"
+        try:
+            super().parseOptions(args)
+        except usage.UsageError as e:
+            raise SystemExit(
+                usageError(self.getSynopsis(), self.command, e, sys.stderr)
+            ) from None
 
-    def parseArgs(self, port: str | None = None) -> None:
-        if port is not None:
-            self.opt_port(port)
+    def parseArgs(self, *ports: str) -> None:
+        if len(ports) > 1:
+            raise usage.UsageError(f"unrecognized arguments: {' '.join(ports[1:])}")
+        if ports:
+            self.opt_port(ports[0])
+
+    def getSynopsis(self) -> str:
+        """
+        echoscp's usage line, with the command the user ran.
+        """
+        if self.parent is not None:
+            return f"usage: twistd [options] dicomecho {self.synopsis}"
+        return f"usage: {self.command} {self.synopsis}"
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        C{--help} after the usage line: the options grouped as echoscp
+        groups them, then dicomecho's own (L{dicomecho.commandline.HELP}).
+        """
+        import os
+
+        letters = {long: short for short, long in self.synonyms.items() if len(short) == 1}
+        return formatHelp(
+            self.longdesc,
+            {**self.defaults, "port": DEFAULT_PORT},
+            letters,
+            width or int(os.environ.get("COLUMNS", "80")),
+        )
 
     def postOptions(self) -> None:
         _exclusive(self, _VERBOSITY)
@@ -343,25 +365,6 @@ def _usesTLSOptions(options: Options) -> bool:
         options[name] is not None
         for name in ("tls-key", "tls-cert", "tls-ca", "tls-client-cert")
     )
-
-
-def translateAliases(args: list[str]) -> list[str]:
-    """
-    Replace echoscp's single-dash multi-letter options (also in the
-    C{-aet=VALUE} form) with their long names; stop at C{--}.
-    """
-    out: list[str] = []
-    for i, arg in enumerate(args):
-        if arg == "--":
-            return out + args[i:]
-        if arg in ALIASES:
-            out.append(ALIASES[arg])
-        elif "=" in arg and arg.split("=", 1)[0] in ALIASES:
-            name, value = arg.split("=", 1)
-            out.append(f"{ALIASES[name]}={value}")
-        else:
-            out.append(arg)
-    return out
 
 
 def _exclusive(options: Options, group: Sequence[tuple[str, str]]) -> None:

@@ -143,7 +143,7 @@ def test_verbosity(args: list[str], level: LogLevel | None) -> None:
         (["--listen", "systemd:domain=INET:index=0"], "inherited from systemd"),
         (["--port", "tcp:0", "-ba", "127.0.0.1"], "--bind-address goes with a port number"),
         (["--no-such-option"], "no-such-option"),
-        (["1", "2"], "Wrong number of arguments"),
+        (["1", "2"], "unrecognized arguments: 2"),
     ],
 )
 def test_usageErrors(args: list[str], message: str) -> None:
