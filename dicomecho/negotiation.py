@@ -495,9 +495,11 @@ def negotiate(
     contexts = {c.contextID: c for c in sorted(accepted, key=lambda c: c.contextID)}
 
     ac = AssociateAC(
-        # PS3.8 §9.3.3: these reserved fields carry the RQ's values.
+        # PS3.8 §9.3.3, Table 9-17: these reserved fields carry the RQ's
+        # values, as received.
         calledAETitle=rq.calledAETitle,
         callingAETitle=rq.callingAETitle,
+        reservedField=rq.reservedField,
         applicationContextName=DICOM_APPLICATION_CONTEXT,
         # PS3.8 D.1 and PS3.7 D.3.3.2: Maximum Length and implementation
         # identification only; we send no extended negotiation replies
@@ -522,7 +524,9 @@ class AcceptanceCache:
 
     Decoding a request, negotiating it and encoding the AC are pure, and an
     SCU sends the same request every time: an acceptance found here is the
-    one the full path would give, as long as the policy is the same and the
+    one the full path would give (the key is the whole body, so the AC's
+    fields copied from the request, its AE titles and reserved field, are
+    always the requestor's own), as long as the policy is the same and the
     server is not at capacity (both the caller's to check, the policy by
     passing it). Only acceptances are kept: rejections and invalid requests
     take the full path, and are logged as such. This saved a third of the

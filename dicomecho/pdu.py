@@ -62,7 +62,9 @@ __all__ = [
 DICOM_APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 
 _PDU_HEADER = struct.Struct(">BBI")
-_ASSOCIATE_FIXED = struct.Struct(">HH16s16s32x")
+_ASSOCIATE_FIXED = struct.Struct(">HH16s16s32s")
+#: The reserved field of bytes 43-74 (PS3.8 Tables 9-11 and 9-17).
+_RESERVED_LENGTH = 32
 _PDV_HEADER = struct.Struct(">IBB")
 _FOUR = struct.Struct(">xxBB")  # RJ/ABORT: reserved, [result], source, reason
 
@@ -180,6 +182,9 @@ class _Associate:
     @ivar unknownItems: items of unrecognized types, skipped (PS3.8 §9.3.1);
         the first L{MAX_KEPT_UNKNOWN_ITEMS} are kept for the log.
     @ivar droppedUnknownItems: how many more were skipped and not kept.
+    @ivar reservedField: bytes 43-74, 32 bytes. Not tested on receipt; an
+        A-ASSOCIATE-AC carries the value its A-ASSOCIATE-RQ held (PS3.8
+        Table 9-17), so it is kept as received.
     """
 
     calledAETitle: str
@@ -190,6 +195,7 @@ class _Associate:
     unknownItems: tuple[UnknownItem, ...] = ()
     # A count for the log, not part of the value: it is not re-encoded.
     droppedUnknownItems: int = field(default=0, compare=False)
+    reservedField: bytes = bytes(_RESERVED_LENGTH)
 
     pduType: ClassVar[PDUType]
     _contextItemType: ClassVar[int]
@@ -201,12 +207,20 @@ class _Associate:
     def encode(self) -> bytes:
         if not 0 <= self.protocolVersion <= 0xFFFF:
             raise LocalProtocolError("protocol version does not fit 16 bits")
+        # struct pads or cuts a bytes value to the field's size: check it.
+        reserved = self.reservedField
+        if not isinstance(reserved, bytes) or len(reserved) != _RESERVED_LENGTH:
+            got = f"{len(reserved)} bytes" if isinstance(reserved, bytes) else repr(type(reserved))
+            raise LocalProtocolError(
+                f"reserved field is {got}, not {_RESERVED_LENGTH} bytes"
+            )
         parts = [
             _ASSOCIATE_FIXED.pack(
                 self.protocolVersion,
                 0,
                 _encodeAETitle(self.calledAETitle, "called AE title"),
                 _encodeAETitle(self.callingAETitle, "calling AE title"),
+                reserved,
             )
         ]
         if self.applicationContextName is not None:
@@ -231,7 +245,7 @@ class _Associate:
                 f"{_ASSOCIATE_FIXED.size}-byte fixed part",
                 _INVALID,
             )
-        version, _, called, calling = _ASSOCIATE_FIXED.unpack_from(body, 0)
+        version, _, called, calling, reserved = _ASSOCIATE_FIXED.unpack_from(body, 0)
         applicationContext: str | None = None
         userInformation: UserInformation | None = None
         contexts: list[object] = []
@@ -275,6 +289,7 @@ class _Associate:
             protocolVersion=version,
             unknownItems=tuple(unknown),
             droppedUnknownItems=dropped,
+            reservedField=reserved,
             presentationContexts=tuple(contexts),
         )
 
@@ -302,8 +317,9 @@ class AssociateRQ(_Associate):
 @dataclass(frozen=True, slots=True)
 class AssociateAC(_Associate):
     """
-    A-ASSOCIATE-AC PDU (PS3.8 §9.3.3). The AE title fields are reserved but
-    shall carry the request's values, so they are kept like the RQ's.
+    A-ASSOCIATE-AC PDU (PS3.8 §9.3.3). The AE title fields and the
+    reserved field of bytes 43-74 are reserved but shall carry the
+    request's values (PS3.8 Table 9-17), so they are kept like the RQ's.
     """
 
     presentationContexts: tuple[PresentationContextAC, ...] = ()

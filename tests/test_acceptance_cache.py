@@ -18,7 +18,7 @@ from twisted.logger import LogLevel
 
 from dicomecho.items import PresentationContextRQ, UserInformation
 from dicomecho.negotiation import AcceptanceCache, AssociationPolicy, negotiate
-from dicomecho.pdu import AssociateRQ, ReleaseRQ, encode
+from dicomecho.pdu import AssociateAC, AssociateRQ, ReleaseRQ, encode
 from dicomecho.protocol import DICOMServerFactory
 from tests.helpers import fixtureBytes, logLevelSet, splitStream
 from tests.test_protocol import CT, IMPLICIT, VERIFICATION, Harness, echoCommand, rq
@@ -97,6 +97,43 @@ def test_knownRequestGetsTheSameAC() -> None:
         assert factory.activeAssociations == 2
         for harness in (one, two):
             harness.close()
+    assert clock.getDelayedCalls() == []
+
+
+def test_reservedFieldIsEachRequestorsOwn(monkeypatch: Any) -> None:
+    """
+    PS3.8 Table 9-17: the AC's bytes 43-74 are its request's. Two requests
+    that differ only there each get their own bytes back, first from the
+    full path, then from the cache (whose key is the whole body), with the
+    same AC bytes both ways; never the other's.
+    """
+    import dicomecho.protocol
+
+    negotiated: list[bytes] = []
+    real = dicomecho.protocol.negotiate
+
+    def spy(request: AssociateRQ, *args: Any, **kw: Any) -> Any:
+        negotiated.append(request.reservedField)
+        return real(request, *args, **kw)
+
+    monkeypatch.setattr(dicomecho.protocol, "negotiate", spy)
+    clock = Clock()
+    factory = DICOMServerFactory(clock=clock)
+    one = dataclasses.replace(rq(), reservedField=b"\x01" * 32)
+    two = dataclasses.replace(rq(), reservedField=bytes(range(32)))
+    assert body(one)[:36] == body(two)[:36] and body(one)[68:] == body(two)[68:]
+    acs: dict[bytes, bytes] = {}
+    for request, fullPath in [(one, True), (two, True), (one, False), (two, False)]:
+        before = len(negotiated)
+        harness = associate(factory, clock, encode(request))
+        (ac,) = harness.received()
+        assert isinstance(ac, AssociateAC)
+        assert ac.reservedField == request.reservedField
+        assert negotiated[before:] == ([request.reservedField] if fullPath else [])
+        assert acs.setdefault(request.reservedField, encode(ac)) == encode(ac)
+        harness.close()
+    assert len(acs) == 2
+    clock.advance(60)
     assert clock.getDelayedCalls() == []
 
 

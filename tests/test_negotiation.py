@@ -473,6 +473,22 @@ def test_acContent() -> None:
     )
 
 
+def test_acEchoesReservedField() -> None:
+    """
+    PS3.8 Table 9-17: bytes 43-74 of the AC are "a value identical to the
+    value received in the same field of the A-ASSOCIATE-RQ", whatever it
+    is; zeros stay zeros.
+    """
+    reserved = b"DICOM" + bytes(range(0xE0, 0xFB))
+    rq = dataclasses.replace(makeRQ(), reservedField=reserved)
+    wire = rq.encode()
+    assert wire[42:74] == reserved
+    ac = accept(decodePDU(wire[0], wire[6:])).ac
+    assert ac.reservedField == reserved
+    assert ac.encode()[42:74] == reserved
+    assert accept(makeRQ()).ac.encode()[42:74] == bytes(32)
+
+
 # --- invalid requests -------------------------------------------------------------
 
 
@@ -834,6 +850,7 @@ def acceptableRequests(draw: st.DrawFn) -> AssociateRQ:
         userInformation=userInformation,
         protocolVersion=draw(st.integers(0, 0xFFFF)) | 1,
         presentationContexts=contexts,
+        reservedField=draw(st.binary(min_size=32, max_size=32)),
     )
 
 
@@ -854,7 +871,8 @@ def test_acceptablePropertyHolds(rq: AssociateRQ, policy: AssociationPolicy) -> 
     accepted; the AC has one item per proposed context, accepted first then
     rejected, each by ascending ID; every accepted context has a served
     abstract syntax and a transfer syntax the peer proposed, and we would
-    choose nothing earlier in our order; and the AC survives encoding.
+    choose nothing earlier in our order; the AC's reserved field is the
+    request's; and the AC survives encoding.
     """
     acceptance = negotiate(rq, policy)
     assert isinstance(acceptance, Acceptance)
@@ -878,4 +896,5 @@ def test_acceptablePropertyHolds(rq: AssociateRQ, policy: AssociationPolicy) -> 
         else:
             assert item.contextID not in acceptance.contexts
             assert item.transferSyntax == (pc.transferSyntaxes or (IVLE,))[0]
+    assert acceptance.ac.reservedField == rq.reservedField
     assert decode(acceptance.ac.encode()) == acceptance.ac

@@ -268,6 +268,33 @@ def test_reservedFieldsNotTested() -> None:
     rq = decode(bytes([1, 0x99]) + struct.pack(">I", len(body)) + bytes(body))
     assert isinstance(rq, AssociateRQ)
     assert rq.applicationContextName == "abc"
+    # Kept as received: an AC carries the RQ's (PS3.8 Table 9-17).
+    assert rq.reservedField == b"\xee" * 32
+
+
+@pytest.mark.parametrize("cls", [AssociateRQ, AssociateAC])
+def test_reservedFieldRoundTrip(cls: type) -> None:
+    """
+    Bytes 43-74 of an A-ASSOCIATE-RQ or -AC decode to C{reservedField}
+    and encode as given, at that place; the default is 32 zero bytes.
+    """
+    reserved = bytes(range(1, 33))
+    pdu = cls("ECHOSCP", "SCU", reservedField=reserved)
+    data = encode(pdu)
+    assert data[42:74] == reserved
+    assert decode(data) == pdu and decode(data).reservedField == reserved
+    assert encode(cls("ECHOSCP", "SCU"))[42:74] == bytes(32)
+    assert decode(data) != cls("ECHOSCP", "SCU")
+
+
+@pytest.mark.parametrize("value", [b"", bytes(31), bytes(33), bytearray(32), "x" * 32])
+def test_reservedFieldMustBe32Bytes(value: object) -> None:
+    """
+    A reserved field of another length or type is refused on encoding,
+    never padded or cut.
+    """
+    with pytest.raises(LocalProtocolError, match="reserved field"):
+        encode(AssociateAC("ECHOSCP", "SCU", reservedField=value))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

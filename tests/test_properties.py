@@ -97,6 +97,7 @@ associateCommon = dict(
     userInformation=st.none() | userInformation,
     protocolVersion=st.integers(0, 0xFFFF),
     unknownItems=unknownItems(KNOWN_ITEMS),
+    reservedField=st.binary(min_size=32, max_size=32),
 )
 
 pdus: st.SearchStrategy[PDU] = st.one_of(
