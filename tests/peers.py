@@ -23,8 +23,9 @@ import shutil
 import socket
 import subprocess
 import threading
+import weakref
 from types import ModuleType
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import pytest
 
@@ -107,6 +108,51 @@ def requirePynetdicom() -> ModuleType:
         _missing(f"pynetdicom not importable ({e}); pip install -e '.[test]'")
         raise  # not reached: pytest.skip/fail raise
     return pynetdicom
+
+
+#: Seconds a pynetdicom DUL may be held back by L{closePynetdicomRejectRace}.
+PYNETDICOM_GATE_TIMEOUT = 10.0
+
+
+def closePynetdicomRejectRace(monkeypatch: Any) -> None:
+    """
+    Close pynetdicom 3.0.4's race against a fast A-ASSOCIATE-RJ, for the
+    rest of the test (C{monkeypatch} undoes it).
+
+    After queueing the RQ, pynetdicom's ACSE (the calling thread) checks the
+    socket's "connected" flag; if its DUL thread has meanwhile sent the RQ,
+    read the RJ and closed the socket, the association ends as a connection
+    failure (C{is_aborted}, the RJ unread in its queue) instead of a
+    rejection. A loaded machine delays the calling thread long enough (seen
+    in about 1 run in 13 with two busy loops on two cores; a capture showed
+    our RJ on the wire 1.5 ms after the RQ, then our FIN). Here each DUL
+    reads its first PDU only once its ACSE waits for the answer, which it
+    does right after that check; the wait is bounded, and nothing else
+    changes: the same bytes reach the same pynetdicom code in the same order.
+    """
+    from pynetdicom.dul import DULServiceProvider
+
+    lock = threading.Lock()
+    gates: weakref.WeakKeyDictionary[Any, threading.Event] = weakref.WeakKeyDictionary()
+
+    def gateOf(dul: Any) -> threading.Event:
+        with lock:
+            return gates.setdefault(dul, threading.Event())
+
+    receivePDU = DULServiceProvider.receive_pdu
+    readPDUData = DULServiceProvider._read_pdu_data
+
+    def openingReceivePDU(self: Any, wait: bool = False, timeout: float | None = None) -> Any:
+        if wait:
+            gateOf(self).set()
+        return receivePDU(self, wait=wait, timeout=timeout)
+
+    def gatedReadPDUData(self: Any) -> Any:
+        assert gateOf(self).wait(PYNETDICOM_GATE_TIMEOUT), "pynetdicom never waited for an answer"
+        return readPDUData(self)
+
+    monkeypatch.setattr(DULServiceProvider, "receive_pdu", openingReceivePDU)
+    monkeypatch.setattr(DULServiceProvider, "_read_pdu_data", gatedReadPDUData)
 
 
 class Reply(NamedTuple):

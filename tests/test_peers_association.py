@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
@@ -29,7 +28,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import pytest
 
 from dicomecho.negotiation import ALL_TRANSFER_SYNTAXES
-from tests.peers import requireEchoscu, requirePynetdicom, runEchoscu
+from tests.peers import closePynetdicomRejectRace, requireEchoscu, requirePynetdicom, runEchoscu
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -601,44 +600,12 @@ def test_echoscuDisallowedCallingAETitle(echoscu, callingAEServer):
 def pynetdicom(caplog, monkeypatch):
     """
     pynetdicom, with its logger limited to errors (pytest shows the records
-    only if the test fails) and with its reject race closed.
-
-    pynetdicom 3.0.4 races against a fast A-ASSOCIATE-RJ: after sending the
-    RQ, its ACSE thread checks the socket's "connected" flag, and if its DUL
-    thread has already read the RJ and closed the socket by then, the
-    association ends as a connection failure (C{is_aborted}, no primitive)
-    instead of a rejection. Against this server that happened to about one
-    rejected association in ten. Here each DUL reads its first PDU only once
-    its ACSE thread waits for the answer, which comes just after that check;
-    the wait is bounded, and nothing else changes.
+    only if the test fails) and with its reject race closed
+    (L{closePynetdicomRejectRace}).
     """
     module = requirePynetdicom()
     caplog.set_level(logging.ERROR, logger="pynetdicom")
-    from pynetdicom.dul import DULServiceProvider
-
-    lock = threading.Lock()
-    gates: weakref.WeakKeyDictionary[Any, threading.Event] = (
-        weakref.WeakKeyDictionary()
-    )
-
-    def gateOf(dul: Any) -> threading.Event:
-        with lock:
-            return gates.setdefault(dul, threading.Event())
-
-    receivePDU = DULServiceProvider.receive_pdu
-    readPDUData = DULServiceProvider._read_pdu_data
-
-    def openingReceivePDU(self, wait=False, timeout=None):
-        if wait:
-            gateOf(self).set()
-        return receivePDU(self, wait=wait, timeout=timeout)
-
-    def gatedReadPDUData(self):
-        gateOf(self).wait(PYNETDICOM_TIMEOUT)
-        return readPDUData(self)
-
-    monkeypatch.setattr(DULServiceProvider, "receive_pdu", openingReceivePDU)
-    monkeypatch.setattr(DULServiceProvider, "_read_pdu_data", gatedReadPDUData)
+    closePynetdicomRejectRace(monkeypatch)
     return module
 
 
