@@ -770,6 +770,8 @@ class Server:
                 counts["released"] += 1
             elif line.startswith(b"I: Received Echo Request"):
                 counts["echo requests"] += 1
+            elif line.startswith(b"I: Association from "):
+                counts["summaries"] += 1
             else:
                 counts["other lines"] += 1
         return counts

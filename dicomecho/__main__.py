@@ -12,12 +12,11 @@ import os
 import sys
 from typing import Sequence
 
-from twisted.logger import LogLevel, globalLogBeginner
+from twisted.logger import globalLogBeginner
 from twisted.python import usage
 
-from dicomecho import __version__
 from dicomecho.commandline import usageError
-from dicomecho.logs import consoleObserver, isEnabled, startupLines
+from dicomecho.logs import consoleObserver
 from dicomecho.tap import Options, makeService
 
 
@@ -48,9 +47,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     globalLogBeginner.beginLoggingTo([consoleObserver(sys.stderr)], redirectStandardIO=False)
     service = makeService(options, reactor)
-    if isEnabled(LogLevel.debug):
-        for line in startupLines(__version__):
-            print(line, file=sys.stderr)
     try:
         service.privilegedStartService()
     except Exception as e:

@@ -67,7 +67,7 @@ __all__ = [
     "renderEcho",
     "consoleObserver",
     "jsonObserver",
-    "startupLines",
+    "logStartup",
     "associateRQLines",
     "associateACLines",
     "associateRJLines",
@@ -242,6 +242,10 @@ def _renderListening(event: LogEvent, level: LogLevel, debug: bool) -> list[_Lin
     return _main(level, f"Listening on {description} ({valueText(where)})")
 
 
+def _renderStartup(event: LogEvent, level: LogLevel, debug: bool) -> list[_Line]:
+    return _main(level, f"dicomecho v{event.get('version')}") + _main(level, "")
+
+
 def _renderAssociateRQ(event: LogEvent, level: LogLevel, debug: bool) -> list[_Line]:
     return [(level, line) for line in associateRQLines(event["rq"])]
 
@@ -326,11 +330,38 @@ def _renderFailed(event: LogEvent, level: LogLevel, debug: bool) -> list[_Line]:
     return lines + _tracebackLines(event)
 
 
-def _renderNothing(event: LogEvent, level: LogLevel, debug: bool) -> list[_Line]:
-    return []
+def _renderSummary(event: LogEvent, level: LogLevel, debug: bool) -> list[_Line]:
+    """
+    Who came and what happened, as the association's last line (it is
+    emitted when the connection closes): the peer (a PROXY header's client
+    when there is one), calling -> called AE title, the outcome with its
+    reason (but for a release), the connection's duration and the DIMSE
+    messages handled. Not one of echoscp's lines: it follows them.
+
+    Nothing for a connection that sent no A-ASSOCIATE-RQ (no calling AE
+    title): port scans, TCP health checks and ARTIM on a silent connection
+    would fill C{-v} with lines, and such a connection has its own C{D:}
+    line (C{connection-closed}) or C{E:} line (an invalid PDU) already.
+    """
+    calling = event.get("callingAETitle")
+    if calling is None:
+        return []
+    outcome = str(event["outcome"])
+    if outcome != "released":
+        outcome += f" ({event['reason']})"
+    messages = int(event["messages"])
+    text = (
+        f"Association from {event['peer']}: {escape(calling)} -> "
+        f"{escape(event['calledAETitle'])}, {outcome} after "
+        f"{float(event['durationSeconds']):.3f} s, "
+        f"{messages} message{'' if messages == 1 else 's'}"
+    )
+    # Our own sentence; the peer's strings in it are escaped or repr()s.
+    return _main(level, escape(text, backslash=False))
 
 
 _RENDERERS: dict[str, _Renderer] = {
+    "startup": _renderStartup,
     "listening": _renderListening,
     "associate-rq": _renderAssociateRQ,
     "association-accepted": _renderAccepted,
@@ -343,9 +374,13 @@ _RENDERERS: dict[str, _Renderer] = {
     "timeout": _renderTimeout,
     "invalid-pdu": _renderInvalid,
     "responder-failed": _renderFailed,
-    # For JSON only: keeps the text output identical to echoscp's.
-    "association-summary": _renderNothing,
+    "association-summary": _renderSummary,
 }
+
+#: Events whose JSON C{text} is their format string, not their console
+#: line: the summary's JSON record keeps the text it had before the
+#: console showed it (its fields say the rest).
+_JSON_TEXT_IS_FORMAT = frozenset({"association-summary"})
 
 
 _LEVELS = frozenset(LogLevel.iterconstants())
@@ -392,17 +427,21 @@ def renderEcho(event: LogEvent) -> list[str]:
     """
     Render one event as echoscp's lines (without line ends), C{[]} if it
     is not shown: dicomecho events below the current level, the
-    association summary, and other namespaces' events below C{warn}.
+    summary of a connection that sent no A-ASSOCIATE-RQ, and other
+    namespaces' events below C{warn}.
     Attached C{D:} blocks appear only when debug is enabled.
     """
     return _prefixed(_render(event, isEnabled(LogLevel.debug)))
 
 
-def startupLines(version: str) -> list[str]:
+def logStartup(version: str) -> None:
     """
-    What echoscp prints first under C{-d}, with our name and version.
+    Log what echoscp prints first under C{-d} (C{D: echoscp.py v0.7.0}
+    and an empty C{D: } line), with our name and version: the C{startup}
+    event, at debug level, under every entry point.
     """
-    return [f"D: dicomecho v{version}", "D: "]
+    if isEnabled(LogLevel.debug):
+        log.debug("dicomecho v{version}", dicomEvent="startup", peer="", version=version)
 
 
 # --- observers ------------------------------------------------------------------------
@@ -501,7 +540,10 @@ def jsonRecord(event: LogEvent) -> dict[str, object] | None:
     }
     if ours and "dicomEvent" in event:
         record["dicomEvent"] = event["dicomEvent"]
-    record["text"] = own[0] if own else formatEvent(event)
+    if own and event.get("dicomEvent") not in _JSON_TEXT_IS_FORMAT:
+        record["text"] = own[0]
+    else:
+        record["text"] = formatEvent(event)
     if ours:
         for key, value in event.items():
             if not key.startswith("log_"):

@@ -72,6 +72,7 @@ from dicomecho.identity import (
     identityRejection,
 )
 from dicomecho.logs import isEnabled, listeningAddress, log
+from dicomecho.proxyheader import incompleteHeader
 from dicomecho.negotiation import (
     DEFAULT_MAX_ASSOCIATIONS,
     Acceptance,
@@ -533,7 +534,10 @@ class DICOMAssociationProtocol(AdmissionMixin, Protocol):
 
     def _logSummary(self) -> None:
         """
-        Emit the one association-summary event of this connection.
+        Emit the one association-summary event of this connection: a JSON
+        record, and at C{-v}/C{-d} the console's last line for a connection
+        that sent an A-ASSOCIATE-RQ (L{dicomecho.logs}). Built only when
+        info is enabled: the default level (errors) pays nothing for it.
         """
         if self._refused or not isEnabled(LogLevel.info):
             return
@@ -904,19 +908,25 @@ class DICOMAssociationProtocol(AdmissionMixin, Protocol):
         self._endAssociation()
         if indication.reason is None and not indication.byPeer:
             # ARTIM expired before any A-ASSOCIATE-RQ: closed, no PDU sent.
-            if self._tlsState == "handshake":
+            detail = incompleteHeader(self.transport)
+            if detail is not None:
+                # Its PROXY header never completed: no TLS handshake began.
+                self._tlsState = None
+            elif self._tlsState == "handshake":
                 self._tlsFailed(
                     None,
                     f"handshake not completed within {self._config.acseTimeout:g} s "
                     f"(ACSE timeout)",
                 )
                 return
-            self._setOutcome("no-association", indication.detail)
+            else:
+                detail = indication.detail
+            self._setOutcome("no-association", detail)
             log.debug(
                 "Connection from {peer} closed: {detail}",
                 dicomEvent="connection-closed",
                 peer=self._peer,
-                detail=indication.detail,
+                detail=detail,
             )
             return
         if indication.byPeer:

@@ -31,7 +31,7 @@ from dicomecho.commandline import (
     usageError,
 )
 from dicomecho.identity import UserIdentityMode
-from dicomecho.logs import LOG_LEVEL_NAMES, listeningAddress, log, setLogLevel
+from dicomecho.logs import LOG_LEVEL_NAMES, listeningAddress, log, logStartup, setLogLevel
 from dicomecho.pdu import validateAETitle
 from dicomecho.negotiation import (
     DEFAULT_MAX_ASSOCIATIONS,
@@ -599,12 +599,14 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from twisted.internet.endpoints import serverFromString
 
     from dicomecho.protocol import DICOMServerFactory
+    from dicomecho.proxyheader import serverFromDescription
 
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
     setLogLevel(options["logLevelValue"])
+    logStartup(__version__)
     checker, pool = None, None
     if options["credentialsStore"] is not None:
         from functools import partial
@@ -639,7 +641,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if pool is not None:
         ThreadPoolService(pool).setServiceParent(top)
     for description in options["endpoints"]:
-        endpoint = serverFromString(reactor, description)
+        # haproxy: descriptions get our PROXY layer, which takes a header
+        # however TCP splits it (dicomecho.proxyheader).
+        endpoint = serverFromDescription(reactor, description)
         DICOMListeningService(endpoint, factory, description, reactor).setServiceParent(top)
     if options["metrics"] is not None:
         from dicomecho.metrics import metricsSite

@@ -378,10 +378,11 @@ class DICOMTLSServerEndpoint:
         handshake, then carries C{protocolFactory}'s protocol.
         """
         # Layers, outermost first: wrapped endpoint (TCP), TLS, DICOM. A
-        # PROXY protocol layer (twisted.protocols.haproxy) would go under the
-        # TLS, since a load balancer sends its PROXY header in the clear
-        # before the client's TLS bytes: wrap the TCP endpoint with
-        # haproxy.proxyEndpoint() and pass that as wrappedEndpoint here. The
+        # PROXY protocol layer goes under the TLS, since a load balancer
+        # sends its PROXY header in the clear before the client's TLS bytes:
+        # proxy=yes wraps the TCP endpoint with dicomecho.proxyheader's
+        # proxyEndpoint() (Twisted's wrapper, tolerant of a header split
+        # over several reads) and passes that as wrappedEndpoint here. The
         # TLS and DICOM layers then see the client's address in getPeer().
         return self.wrappedEndpoint.listen(self.wrapFactory(protocolFactory))
 
@@ -609,7 +610,7 @@ def parseStreamServer(
     else:
         wrapped = TCP4ServerEndpoint(reactor, port, backlog, interface)
     if proxy:
-        from twisted.protocols.haproxy import proxyEndpoint
+        from dicomecho.proxyheader import proxyEndpoint
 
         # The PROXY header comes first, in the clear: its layer goes under
         # the TLS (see DICOMTLSServerEndpoint.listen).

@@ -30,6 +30,7 @@ __all__ = [
     "start",
     "freePort",
     "waitListening",
+    "tcpSockets",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,3 +186,21 @@ def waitListening(port: int, server: Server | None = None, timeout: float = TIME
             time.sleep(0.05)
     output = f":\n{server.output()}" if server is not None else ""
     raise AssertionError(f"nothing listens on port {port}{output}")
+
+
+def tcpSockets(pid: int) -> list[tuple[str, str, str]]:
+    """
+    Process C{pid}'s IPv4 TCP sockets as C{/proc/net/tcp} spells them:
+    (local, remote, state), addresses as C{HEXADDR:HEXPORT} (C{0100007F}
+    is 127.0.0.1), state C{0A} for listening.
+    """
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    rows = [row.split() for row in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return [(f[1], f[2], f[3]) for f in rows if f[9] in inodes]

@@ -37,7 +37,7 @@ from dicomecho.logs import (
     logLevel,
     renderEcho,
     setLogLevel,
-    startupLines,
+    logStartup,
 )
 from dicomecho.negotiation import (
     Acceptance,
@@ -46,7 +46,7 @@ from dicomecho.negotiation import (
     negotiate,
 )
 from dicomecho.pdu import Abort, AssociateRQ, PDataTF, decodePDU
-from tests.helpers import SESSIONS, fixtureBytes, splitStream
+from tests.helpers import SESSIONS, fixtureBytes, logLevelSet, splitStream
 
 PEER = "127.0.0.1:50000"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -966,11 +966,18 @@ def test_otherNamespaces() -> None:
     assert lines[:2] == ["E: oops", "Traceback (most recent call last):"]
 
 
-def test_startupLines() -> None:
+def test_startupLines(events: list[dict[str, Any]]) -> None:
     """
-    The C{-d} start-up lines are echoscp's with our name.
+    The C{-d} start-up lines are echoscp's with our name; the event is
+    logged at debug level only.
     """
-    assert startupLines("0.1.0") == ["D: dicomecho v0.1.0", "D: "]
+    with logLevelSet(LogLevel.debug):
+        logStartup("0.1.0")
+    with logLevelSet(LogLevel.info):
+        logStartup("0.1.0")
+    (event,) = [e for e in events if e.get("dicomEvent") == "startup"]
+    with logLevelSet(LogLevel.debug):
+        assert renderEcho(event) == ["D: dicomecho v0.1.0", "D: "]
 
 
 # --- observers -----------------------------------------------------------------------------------

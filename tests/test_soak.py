@@ -69,17 +69,20 @@ def test_serverSawEveryAssociation(report: dict[str, Any]) -> None:
     """
     The server's own log agrees with the client: probes log nothing at
     C{-v}; each associate/abort cycle is accepted and then aborted by the
-    peer; each full association is accepted, echoed and released.
+    peer; each full association is accepted, echoed and released; each
+    association ends with its one summary line.
     """
     assert phaseResult(report, "probes")["serverLog"] == {}
     assert phaseResult(report, "aborts")["serverLog"] == {
         "accepted": COUNTS["aborts"],
         "aborted by peer": COUNTS["aborts"],
+        "summaries": COUNTS["aborts"],
     }
     assert phaseResult(report, "associations")["serverLog"] == {
         "accepted": COUNTS["associations"],
         "echo requests": COUNTS["associations"],
         "released": COUNTS["associations"],
+        "summaries": COUNTS["associations"],
     }
 
 
