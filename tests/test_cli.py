@@ -482,3 +482,31 @@ def test_repeatedEchoesAtTheDefaultLevel(servers: list[Server]) -> None:
         assoc.release()
     assert server.stop() == 0
     assert [line for line in server.lines if line] == []
+
+
+#: Each entry point and the usage line its --help and usage errors show.
+USAGE_LINES = [
+    ([sys.executable, "-m", "dicomecho"], "python -m dicomecho", "usage: python -m dicomecho [options] [port]"),
+    ([str(BIN / "dicomecho")], "dicomecho", "usage: dicomecho [options] [port]"),
+    ([str(BIN / "twistd"), "dicomecho"], "twistd dicomecho",
+     "usage: twistd [options] dicomecho [options] [port]"),
+]
+
+
+@pytest.mark.parametrize("command, name, usage", USAGE_LINES, ids=[u[1] for u in USAGE_LINES])
+def test_helpAndUsageErrors(command: list[str], name: str, usage: str) -> None:
+    """
+    Each entry point's --help (and -h) starts with its usage line and
+    lists echoscp's groups; a second port, also after --, is a usage error:
+    the usage line and one error line on stderr, exit status 2.
+    """
+    for flag in ("--help", "-h"):
+        shown = subprocess.run(command + [flag], capture_output=True, text=True, timeout=TIMEOUT, cwd="/")
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith(usage + "\n")
+        assert "\nGeneral Options:\n" in shown.stdout and "\nNetwork Options:\n" in shown.stdout
+    for extra in (["11112", "-v", "104"], ["-v", "--", "11112", "-d"]):
+        failed = subprocess.run(command + extra, capture_output=True, text=True, timeout=TIMEOUT, cwd="/")
+        assert failed.returncode == 2
+        assert failed.stderr.splitlines() == [usage, f"{name}: error: unrecognized arguments: {extra[-1]}"]
+        assert failed.stdout == ""
