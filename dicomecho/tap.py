@@ -254,7 +254,9 @@ class Options(usage.Options):
         import sys
 
         args = translateAliases(sys.argv[1:] if options is None else options)
-        args = permuteArguments(args, self.longOpt, self.shortOpt)
+        if "--_shell-completion" not in args:
+            # (Twisted's shell completion wants its two arguments last.)
+            args = permuteArguments(args, self.longOpt, self.shortOpt)
         if self.parent is None:
             super().parseOptions(args)
             return

@@ -239,3 +239,18 @@ def test_readmeTableMatchesHelp() -> None:
         for line in helpText().splitlines()
     )))
     assert help == readmeOptions()
+
+
+def test_shellCompletionLeftInPlace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Twisted's shell completion (C{--_shell-completion zsh:N} as the last
+    two arguments) still sees them last: no permutation then.
+    """
+    out = tmp_path / "completion"
+    options = Options()
+    options._shellCompFile = out.open("w")  # type: ignore[attr-defined]
+    monkeypatch.setattr("sys.argv", ["dicomecho"])
+    with pytest.raises(SystemExit):
+        options.parseOptions(["104", "--_shell-completion", "zsh:2"])
+    options._shellCompFile.close()  # type: ignore[attr-defined]
+    assert "--ae-title" in out.read_text()
