@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_identity -*-
+# -*- test-case-name: tests.test_security -*-
 """
 User Identity Negotiation on the acceptor side (PS3.7 D.3.3.7).
 

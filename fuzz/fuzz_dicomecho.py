@@ -341,7 +341,7 @@ def _strategies() -> dict[str, list[tuple[str, dict[str, Any], Callable[..., Non
     """
     from hypothesis import strategies as st
 
-    from tests.helpers import SESSIONS, fixtureBytes, splitStream
+    from tests.support.helpers import SESSIONS, fixtureBytes, splitStream
     from tests.test_fuzz_protocol import (
         associateRQs,
         controlSegments,
@@ -709,7 +709,7 @@ def _atherisFramer(data: bytes) -> None:
 
 
 def _seedCorpus(target: str, directory: Path) -> None:
-    from tests.helpers import SESSIONS, fixtureBytes, splitStream
+    from tests.support.helpers import SESSIONS, fixtureBytes, splitStream
 
     directory.mkdir(parents=True, exist_ok=True)
     items: list[bytes] = []

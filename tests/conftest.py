@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 
-from tests.helpers import logLevelSet
+from tests.support.helpers import logLevelSet
 
 settings.register_profile(
     "ci",

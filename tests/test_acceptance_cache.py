@@ -20,8 +20,8 @@ from dicomecho.items import PresentationContextRQ, UserInformation
 from dicomecho.negotiation import AcceptanceCache, AssociationPolicy, negotiate
 from dicomecho.pdu import AssociateAC, AssociateRQ, ReleaseRQ, encode
 from dicomecho.protocol import DICOMServerFactory
-from tests.helpers import fixtureBytes, logLevelSet, splitStream
-from tests.test_protocol import CT, IMPLICIT, VERIFICATION, Harness, echoCommand, rq
+from tests.support.helpers import fixtureBytes, logLevelSet, splitStream
+from tests.support.harness import CT, IMPLICIT, VERIFICATION, Harness, echoCommand, rq
 from tests.test_replay import CountingResponder, pdata
 
 

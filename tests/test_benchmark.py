@@ -36,8 +36,8 @@ from benchmarks._common import (
 )
 from benchmarks.floor import FloorFactory, FloorProtocol
 from benchmarks.loadgen import percentile
-from tests.helpers import fixtureBytes
-from tests.peers import requirePynetdicom
+from tests.support.helpers import fixtureBytes
+from tests.support.peers import requirePynetdicom
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK_TIMEOUT = 120

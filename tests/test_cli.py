@@ -20,8 +20,8 @@ import pytest
 
 from dicomecho import __version__
 from dicomecho.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from tests.peers import requireEchoscu
-from tests.processes import BIN, LISTENING, ROOT, TIMEOUT, Server, freePort, servers, start, tcpSockets  # noqa: F401 (fixture)
+from tests.support.peers import requireEchoscu
+from tests.support.processes import BIN, LISTENING, ROOT, TIMEOUT, Server, freePort, servers, start, tcpSockets  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.peer
 
@@ -332,7 +332,7 @@ def test_bindAddresses(servers: list[Server]) -> None:
     127.0.0.1, since DCMTK 3.6.7's echoscu takes no IPv6 address); -ba
     localhost resolves the host name.
     """
-    from tests.peers import requirePynetdicom
+    from tests.support.peers import requirePynetdicom
 
     requirePynetdicom()
     from pynetdicom import AE
@@ -358,7 +358,7 @@ def _associate(port: int) -> socket.socket:
     A raw requestor holding an established association (DCMTK's captured
     A-ASSOCIATE-RQ), its A-ASSOCIATE-AC read.
     """
-    from tests.helpers import fixtureBytes, splitStream
+    from tests.support.helpers import fixtureBytes, splitStream
 
     rq = fixtureBytes("dcmtk_echoscu_default", "c2s")
     first = splitStream(rq)[0]
@@ -459,7 +459,7 @@ def test_repeatedEchoesAtTheDefaultLevel(servers: list[Server]) -> None:
     echoes, get a successful C-ECHO-RSP to every request, and the server
     logs nothing.
     """
-    from tests.peers import requirePynetdicom
+    from tests.support.peers import requirePynetdicom
 
     requirePynetdicom()
     from pynetdicom import AE

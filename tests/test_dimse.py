@@ -38,7 +38,7 @@ from dicomecho.dimse import (
 )
 from dicomecho.errors import AbortReason, AbortSource, LocalProtocolError
 from dicomecho.pdu import PDataTF, PDUType, PresentationDataValue, decode, decodePDU
-from tests.helpers import SESSIONS, fixtureBytes, splitStream
+from tests.support.helpers import SESSIONS, fixtureBytes, splitStream
 
 VERIFICATION = "1.2.840.10008.1.1"
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"

@@ -21,8 +21,8 @@ import sys
 import pytest
 
 from dicomecho import __version__
-from tests.peers import requireEchoscu
-from tests.processes import BIN, TIMEOUT, Server, freePort, servers, start, waitListening  # noqa: F401 (fixture)
+from tests.support.peers import requireEchoscu
+from tests.support.processes import BIN, TIMEOUT, Server, freePort, servers, start, waitListening  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.peer
 

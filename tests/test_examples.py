@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.peers import requirePynetdicom
-from tests.processes import BIN, ROOT, TIMEOUT, Server, freePort, servers, start  # noqa: F401 (fixture)
+from tests.support.peers import requirePynetdicom
+from tests.support.processes import BIN, ROOT, TIMEOUT, Server, freePort, servers, start  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.peer
 

@@ -24,7 +24,7 @@ from dicomecho.framer import (
 )
 from dicomecho.items import PresentationContextRQ, UserInformation
 from dicomecho.pdu import AssociateRQ, PDUType, ReleaseRQ, encode
-from tests.helpers import SESSIONS, fixtureBytes, splitStream
+from tests.support.helpers import SESSIONS, fixtureBytes, splitStream
 
 
 def header(pduType: int, length: int) -> bytes:

@@ -1,7 +1,7 @@
 """
 Hostile peers against a running server: every class of malformed input of
 reference §3.3 (users-security-scale.md), sent by a raw-socket client to a
-L{DICOMServerFactory} in a C{tests.serve} subprocess on loopback.
+L{DICOMServerFactory} in a C{tests.support.serve} subprocess on loopback.
 
 Each case checks four things:
  (a) the peer gets the PS3.8 answer: the exact A-ABORT or A-ASSOCIATE-RJ
@@ -43,8 +43,8 @@ from dicomecho.items import (
     UserInformation,
 )
 from dicomecho.pdu import AssociateAC, AssociateRQ, decodePDU
-from tests.helpers import fixtureBytes
-from tests.hostile_helpers import (
+from tests.support.helpers import fixtureBytes
+from tests.support.hostile import (
     AFFECTED_SOP_CLASS,
     AFFECTED_SOP_INSTANCE,
     COMMAND_FIELD,
@@ -78,7 +78,7 @@ from tests.hostile_helpers import (
     rjBytes,
     waitAllEOF,
 )
-from tests.peers import requireEchoscu
+from tests.support.peers import requireEchoscu
 from tests.test_items import MALFORMED, REPEATED
 
 #: The shared server's timers, in seconds: short so that the cases where a

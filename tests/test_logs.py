@@ -46,7 +46,7 @@ from dicomecho.negotiation import (
     negotiate,
 )
 from dicomecho.pdu import Abort, AssociateRQ, PDataTF, decodePDU
-from tests.helpers import SESSIONS, fixtureBytes, logLevelSet, splitStream
+from tests.support.helpers import SESSIONS, fixtureBytes, logLevelSet, splitStream
 
 PEER = "127.0.0.1:50000"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"

@@ -20,10 +20,10 @@ from dicomecho.metrics import metricsRegistry
 from dicomecho.pdu import Abort, AssociateRQ, ReleaseRQ
 from dicomecho.protocol import DICOMServerFactory
 from dicomecho.stats import DURATION_BUCKETS, ServerStats, rejectReasonLabel, tlsFailureKind
-from tests.peers import requirePynetdicom
-from tests.processes import TIMEOUT, Server, servers, start  # noqa: F401 (fixture)
+from tests.support.peers import requirePynetdicom
+from tests.support.processes import TIMEOUT, Server, servers, start  # noqa: F401 (fixture)
 from tests.test_cli import echoscu
-from tests.test_protocol import echo, rq
+from tests.support.harness import echo, rq
 from tests.test_security import connect, request  # noqa: F401 (fixture)
 
 

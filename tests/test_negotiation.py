@@ -42,7 +42,7 @@ from dicomecho.negotiation import (
     transferSyntaxOrder,
 )
 from dicomecho.pdu import AssociateAC, AssociateRQ, decode, decodePDU
-from tests.helpers import SESSIONS, fixtureBytes, splitStream
+from tests.support.helpers import SESSIONS, fixtureBytes, splitStream
 
 IVLE = "1.2.840.10008.1.2"
 EVLE = "1.2.840.10008.1.2.1"

@@ -25,7 +25,7 @@ from dicomecho.pdu import (
     decodePDU,
     encode,
 )
-from tests.helpers import SESSIONS, fixtureBytes, splitStream
+from tests.support.helpers import SESSIONS, fixtureBytes, splitStream
 
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"

@@ -2,7 +2,7 @@
 Whole associations between real DICOM peers and a running L{DICOMServerFactory}.
 
 Each test talks over loopback to dicomecho's Twisted server, started by
-C{tests.serve} in a subprocess, with DCMTK's C{echoscu} or pynetdicom as the
+C{tests.support.serve} in a subprocess, with DCMTK's C{echoscu} or pynetdicom as the
 SCU. Every test checks both ends: what the peer reports (its exit status and
 output, or its API) and the C{EVENT} lines the server logged for that
 association. One server with the default configuration is shared by the
@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import pytest
 
 from dicomecho.negotiation import ALL_TRANSFER_SYNTAXES
-from tests.peers import closePynetdicomRejectRace, requireEchoscu, requirePynetdicom, runEchoscu
+from tests.support.peers import closePynetdicomRejectRace, requireEchoscu, requirePynetdicom, runEchoscu
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ SUMMARY = "association-summary"
 
 class Event(NamedTuple):
     """
-    One C{EVENT <dicomEvent> <json>} line of C{tests.serve}.
+    One C{EVENT <dicomEvent> <json>} line of C{tests.support.serve}.
     """
 
     name: str
@@ -72,12 +72,12 @@ class Event(NamedTuple):
 
 class ServerProcess:
     """
-    A L{DICOMServerFactory} on 127.0.0.1 in a C{python -m tests.serve}
+    A L{DICOMServerFactory} on 127.0.0.1 in a C{python -m tests.support.serve}
     subprocess. A reader thread collects its output; L{events} returns the
     EVENT lines seen so far.
 
     @ivar port: the TCP port the server listens on.
-    @ivar options: the factory keyword arguments, as given to C{tests.serve}.
+    @ivar options: the factory keyword arguments, as given to C{tests.support.serve}.
     """
 
     def __init__(self, options: dict[str, Any]) -> None:
@@ -90,7 +90,7 @@ class ServerProcess:
         self._port: int | None = None
         self._eof = False
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.serve", json.dumps(options)],
+            [sys.executable, "-m", "tests.support.serve", json.dumps(options)],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -136,7 +136,7 @@ class ServerProcess:
             port = self._port
         if port is None:
             raise AssertionError(
-                f"tests.serve {self.options!r} printed no PORT line within "
+                f"tests.support.serve {self.options!r} printed no PORT line within "
                 f"{STARTUP_TIMEOUT}s:\n{self.output()}"
             )
         return port

@@ -31,11 +31,11 @@ import pytest
 
 from dicomecho.framer import PDUFramer
 from dicomecho.pdu import AssociateAC, PDataTF, ReleaseRP, ReleaseRQ, decodePDU, encode
-from tests.peers import requireEchoscu, requirePynetdicom
-from tests.processes import BIN, TIMEOUT, Server, freePort, servers, start  # noqa: F401 (fixture)
+from tests.support.peers import requireEchoscu, requirePynetdicom
+from tests.support.processes import BIN, TIMEOUT, Server, freePort, servers, start  # noqa: F401 (fixture)
 from tests.test_proxy import V2_SIGNATURE, v1Header, v2Header
-from tests.test_protocol import echo, rq
-from tests.tlscerts import TestPKI, createPKI
+from tests.support.harness import echo, rq
+from tests.support.tlscerts import TestPKI, createPKI
 
 pytestmark = pytest.mark.peer
 

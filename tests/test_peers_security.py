@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.peers import closePynetdicomRejectRace, requireEchoscu, requirePynetdicom
-from tests.processes import ROOT, TIMEOUT, Server, freePort, servers, start, waitListening  # noqa: F401 (fixture)
+from tests.support.peers import closePynetdicomRejectRace, requireEchoscu, requirePynetdicom
+from tests.support.processes import ROOT, TIMEOUT, Server, freePort, servers, start, waitListening  # noqa: F401 (fixture)
 from tests.test_cli import echoscu
 
 pytestmark = pytest.mark.peer

@@ -20,10 +20,10 @@ from typing import Iterator
 
 import pytest
 
-from tests.peers import requirePynetdicom
-from tests.processes import TIMEOUT, Server, freePort, servers, start, waitListening  # noqa: F401 (fixture)
+from tests.support.peers import requirePynetdicom
+from tests.support.processes import TIMEOUT, Server, freePort, servers, start, waitListening  # noqa: F401 (fixture)
 from tests.test_cli import echoscu
-from tests.tlscerts import TestPKI, createPKI
+from tests.support.tlscerts import TestPKI, createPKI
 
 pytestmark = pytest.mark.peer
 
@@ -197,8 +197,8 @@ def test_tlsBehindProxy(servers: list[Server], pki: TestPKI) -> None:
     header) is judged on the real connection's address.
     """
     from dicomecho.pdu import AssociateAC, decodePDU, encode
-    from tests.helpers import splitStream
-    from tests.test_protocol import rq
+    from tests.support.helpers import splitStream
+    from tests.support.harness import rq
 
     port = freePort()
     description = (

@@ -34,7 +34,7 @@ from dicomecho.pdu import (
     AssociateRQ,
     PDataTF,
 )
-from tests.peers import Reply, WireScript, requireEchoscu, requirePynetdicom, runEchoscu
+from tests.support.peers import Reply, WireScript, requireEchoscu, requirePynetdicom, runEchoscu
 
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_ping -*-
 """
 Tests for L{dicomecho.ping}: the command line's usage errors, scripted
-loopback peers (L{tests.peers.WireScript}) for timeouts, aborts and wrong
+loopback peers (L{tests.support.peers.WireScript}) for timeouts, aborts and wrong
 answers, and real peers: dicomecho itself (plain, access control, user
 identity, mutual TLS) and DCMTK's storescp.
 
@@ -41,9 +41,9 @@ from dicomecho.pdu import (
     ReleaseRQ,
 )
 from dicomecho.ping import ExitCode, PingResult, describeAbort, describeRejection, main, ping
-from tests.peers import Reply, WireScript, requireEchoscu
-from tests.processes import ROOT, Server, freePort, waitListening
-from tests.tlscerts import TestPKI, createPKI
+from tests.support.peers import Reply, WireScript, requireEchoscu
+from tests.support.processes import ROOT, Server, freePort, waitListening
+from tests.support.tlscerts import TestPKI, createPKI
 
 #: Seconds any wait for a server may take.
 WAIT = 15.0

@@ -39,7 +39,7 @@ from dicomecho.pdu import (
     decodePDU,
     encode,
 )
-from tests.helpers import SESSIONS, fixtureBytes
+from tests.support.helpers import SESSIONS, fixtureBytes
 
 byte = st.integers(0, 0xFF)
 latin1 = st.characters(min_codepoint=0, max_codepoint=0xFF)

@@ -37,8 +37,8 @@ from dicomecho.proxyheader import (
     readHeader,
     serverFromDescription,
 )
-from tests.helpers import logLevelSet
-from tests.test_protocol import Harness, TCPStringTransport, echo, responses, rq
+from tests.support.helpers import logLevelSet
+from tests.support.harness import Harness, TCPStringTransport, echo, responses, rq
 
 #: The load balancer, as the TCP peer of every connection here.
 BALANCER = IPv4Address("TCP", "192.0.2.10", 50000)

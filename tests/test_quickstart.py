@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from tests.peers import requireEchoscu
-from tests.processes import ROOT, TIMEOUT, Server, freePort, servers, start  # noqa: F401 (fixture)
+from tests.support.peers import requireEchoscu
+from tests.support.processes import ROOT, TIMEOUT, Server, freePort, servers, start  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.peer
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import requireEchoscu
-from tests.processes import BIN, ROOT, TIMEOUT, Server, freePort, servers, start  # noqa: F401 (fixture)
+from tests.support.peers import requireEchoscu
+from tests.support.processes import BIN, ROOT, TIMEOUT, Server, freePort, servers, start  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.peer
 

@@ -32,8 +32,8 @@ from dicomecho.pdu import PDataTF, PresentationDataValue, ReleaseRQ, encode
 from dicomecho.protocol import DICOMServerFactory
 from dicomecho.replay import ResponseReplayer, ResponseTemplate
 from dicomecho.verification import DIMSEResponse, VerificationResponder
-from tests.helpers import fixtureBytes, logLevelSet, splitStream
-from tests.test_protocol import CT, IMPLICIT, VERIFICATION, Harness, echoCommand, rq
+from tests.support.helpers import fixtureBytes, logLevelSet, splitStream
+from tests.support.harness import CT, IMPLICIT, VERIFICATION, Harness, echoCommand, rq
 
 MESSAGE_ID = tag("MessageID")
 RESPONDED = tag("MessageIDBeingRespondedTo")

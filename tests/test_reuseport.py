@@ -27,8 +27,8 @@ from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 
 from dicomecho.reuseport import ReusePortListenError, ReusePortServerEndpoint
-from tests.peers import requireEchoscu
-from tests.processes import BIN, ROOT, TIMEOUT, Server, freePort, servers  # noqa: F401 (fixture)
+from tests.support.peers import requireEchoscu
+from tests.support.processes import BIN, ROOT, TIMEOUT, Server, freePort, servers  # noqa: F401 (fixture)
 
 #: Associations run at once by L{runEchoes}.
 CONCURRENCY = 8

@@ -32,7 +32,7 @@ from dicomecho.items import PresentationContextRQ, UserIdentityAC, UserIdentityR
 from dicomecho.logs import consoleObserver, jsonObserver
 from dicomecho.pdu import Abort, AssociateAC, AssociateRJ, AssociateRQ, ReleaseRP, ReleaseRQ
 from dicomecho.protocol import DICOMServerFactory
-from tests.test_protocol import IMPLICIT, VERIFICATION, Harness, echo, responses
+from tests.support.harness import IMPLICIT, VERIFICATION, Harness, echo, responses
 
 PASSCODE = b"S3cr3t-Pa55-\xc3\xa9"
 

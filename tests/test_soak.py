@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from benchmarks import soak
-from tests.helpers import fixtureBytes
+from tests.support.helpers import fixtureBytes
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir("/proc/self/fd"), reason="measures the server through Linux /proc"

@@ -28,10 +28,10 @@ from dicomecho.access import AccessList
 from dicomecho.logs import jsonObserver, renderEcho
 from dicomecho.pdu import Abort, ReleaseRQ, encode
 from dicomecho.protocol import DICOMServerFactory
-from tests.helpers import fixtureBytes, logLevelSet
-from tests.peers import requireEchoscu
-from tests.processes import LISTENING, TIMEOUT, Server, servers, start, tcpSockets  # noqa: F401 (fixture)
-from tests.test_protocol import Harness, echo, rq
+from tests.support.helpers import fixtureBytes, logLevelSet
+from tests.support.peers import requireEchoscu
+from tests.support.processes import LISTENING, TIMEOUT, Server, servers, start, tcpSockets  # noqa: F401 (fixture)
+from tests.support.harness import Harness, echo, rq
 from tests.test_proxy import Proxied, v1Header, v2Header
 
 SUMMARY_FORMAT = "Association from {peer}: {outcome} ({reason})"

@@ -31,8 +31,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.peers import requireEchoscu
-from tests.processes import BIN, ROOT, TIMEOUT, Server, servers  # noqa: F401 (fixture)
+from tests.support.peers import requireEchoscu
+from tests.support.processes import BIN, ROOT, TIMEOUT, Server, servers  # noqa: F401 (fixture)
 from tests.test_reuseport import ACCEPTING, countAccepted, runEchoes
 
 UNITS = ROOT / "examples" / "systemd"

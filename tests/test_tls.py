@@ -49,10 +49,10 @@ from dicomecho.tls import (
     serverContextFactory,
     tlsSessionInfo,
 )
-from tests.helpers import fixtureBytes
-from tests.peers import ECHOSCU_TIMEOUT_OPTIONS, requireEchoscu, requirePynetdicom
-from tests.processes import ROOT, Server
-from tests.tlscerts import CLIENT_SUBJECT, TestPKI
+from tests.support.helpers import fixtureBytes
+from tests.support.peers import ECHOSCU_TIMEOUT_OPTIONS, requireEchoscu, requirePynetdicom
+from tests.support.processes import ROOT, Server
+from tests.support.tlscerts import CLIENT_SUBJECT, TestPKI
 
 ROOT_ISSUER = "CN=dicomecho test root CA,O=dicomecho tests"
 ROGUE_ISSUER = "CN=rogue CA,O=somebody else"
@@ -64,7 +64,7 @@ ASSOCIATE_RQ = fixtureBytes("dcmtk_echoscu_default", "c2s")
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
     """
-    One generated PKI for the whole session (see L{tests.tlscerts}).
+    One generated PKI for the whole session (see L{tests.support.tlscerts}).
     """
     return TestPKI.create(tmp_path_factory.mktemp("pki"))
 

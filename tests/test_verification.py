@@ -29,7 +29,7 @@ from dicomecho.verification import (
     IServiceResponder,
     VerificationResponder,
 )
-from tests.helpers import SESSIONS, fixtureBytes, splitStream
+from tests.support.helpers import SESSIONS, fixtureBytes, splitStream
 
 AFFECTED_CLASS = tag("AffectedSOPClassUID")
 COMMAND_FIELD = tag("CommandField")

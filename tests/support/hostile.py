@@ -32,7 +32,7 @@ from dicomecho.pdu import (
     ReleaseRQ,
     decodePDU,
 )
-from tests.helpers import fixtureBytes
+from tests.support.helpers import fixtureBytes
 from tests.test_peers_association import SUMMARY, Event, ServerProcess
 
 __all__ = [

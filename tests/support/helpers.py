@@ -13,7 +13,7 @@ from twisted.logger import LogLevel
 from dicomecho.framer import Frame, PDUFramer
 from dicomecho.logs import logLevel, setLogLevel
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 #: Every captured session; see fixtures/README.rst for how each was made.
 SESSIONS = (

@@ -33,7 +33,7 @@ __all__ = [
     "tcpSockets",
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
 #: Seconds any one wait may take.
 TIMEOUT = 20.0

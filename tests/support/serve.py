@@ -1,7 +1,7 @@
 """
 Run a L{DICOMServerFactory} on 127.0.0.1 for real-peer tests.
 
-Usage: C{python -m tests.serve '{"aeTitle": "ECHOSCP", ...}'}. Factory
+Usage: C{python -m tests.support.serve '{"aeTitle": "ECHOSCP", ...}'}. Factory
 keyword arguments come as one JSON object. Prints C{PORT <n>} on stdout once
 listening, then one line per dicomecho log event on stdout:
 C{EVENT <dicomEvent> <JSON of the event's plain fields>}. Stops on SIGTERM
