@@ -2,8 +2,8 @@
 """
 C{python -m dicomecho [options] [port]}, also the C{dicomecho} script:
 pynetdicom echoscp's command line, running the same service as C{twistd
-dicomecho} on the reactor, with echoscp-style log lines on stderr. Exits 0 on SIGINT or SIGTERM, 1 if it
-cannot listen, 2 on a usage error.
+dicomecho} on the reactor, with echoscp-style log lines on stderr. Exits 0
+on SIGINT or SIGTERM, 1 if it cannot listen, 2 on a usage error.
 """
 
 from __future__ import annotations

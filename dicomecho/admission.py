@@ -29,6 +29,7 @@ from dicomecho.items import UserIdentityRQ
 from dicomecho.logs import isEnabled, log
 from dicomecho.negotiation import Acceptance, Rejection, localLimitRejection
 from dicomecho.pdu import AssociateRQ
+from dicomecho.proxyheader import proxyLayerUnder
 
 __all__ = ["AdmissionMixin", "isTLSTransport", "behindProxy", "identityOf"]
 
@@ -54,25 +55,12 @@ def isTLSTransport(transport: object) -> bool:
     return known
 
 
-try:
-    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper as _ProxyWrapper
-except ImportError:  # pragma: no cover (a Twisted without it)
-    _ProxyWrapper = None  # type: ignore[assignment,misc]
-
-
 def behindProxy(transport: object) -> bool:
     """
-    Whether a PROXY-protocol layer (Twisted's C{haproxy:} wrapper) is
-    somewhere under C{transport}, e.g. under a TLS layer. Its C{getPeer}
-    gives the client's address once the header is read.
+    Whether a PROXY-protocol layer is somewhere under C{transport} (see
+    L{dicomecho.proxyheader.proxyLayerUnder}).
     """
-    for _ in range(4):
-        if transport is None:
-            return False
-        if _ProxyWrapper is not None and isinstance(transport, _ProxyWrapper):
-            return True
-        transport = getattr(transport, "transport", None)
-    return False
+    return proxyLayerUnder(transport) is not None
 
 
 def identityOf(rq: AssociateRQ) -> UserIdentityRQ | None:

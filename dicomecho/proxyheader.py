@@ -66,6 +66,7 @@ __all__ = [
     "proxyEndpoint",
     "serverFromDescription",
     "incompleteHeader",
+    "proxyLayerUnder",
     "V1_MAX_LINE",
     "V2_MAX_LENGTH",
 ]
@@ -341,17 +342,18 @@ def serverFromDescription(reactor: Any, description: str) -> IStreamServerEndpoi
     return serverFromString(reactor, description)
 
 
-def _wrapperUnder(transport: object) -> ProxyHeaderWrapper | None:
+def proxyLayerUnder(transport: object) -> HAProxyProtocolWrapper | None:
     """
-    The L{ProxyHeaderWrapper} under C{transport} (perhaps under a TLS
-    layer), or C{None}.
+    The PROXY-protocol layer (ours or Twisted's C{haproxy:} wrapper)
+    somewhere under C{transport}, e.g. under a TLS layer, or C{None}. Its
+    C{getPeer} gives the client's address once the header is read.
     """
     for _ in range(4):
-        if isinstance(transport, ProxyHeaderWrapper):
-            return transport
-        transport = getattr(transport, "transport", None)
         if transport is None:
             return None
+        if isinstance(transport, HAProxyProtocolWrapper):
+            return transport
+        transport = getattr(transport, "transport", None)
     return None
 
 
@@ -361,8 +363,8 @@ def incompleteHeader(transport: object) -> str | None:
     to log when ARTIM closes the connection (e.g. C{"PROXY header incomplete
     (5 bytes received) when the ARTIM timer expired"}); else C{None}.
     """
-    wrapper = _wrapperUnder(transport)
-    if wrapper is None or wrapper.state is not HeaderState.READING:
+    wrapper = proxyLayerUnder(transport)
+    if not isinstance(wrapper, ProxyHeaderWrapper) or wrapper.state is not HeaderState.READING:
         return None
     count = wrapper.bytesReceived
     plural = "" if count == 1 else "s"

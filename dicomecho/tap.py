@@ -71,7 +71,6 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-
 def _maxPDU(value: str) -> int:
     size = int(value)
     if size != 0 and not MINIMUM_PEER_MAX_PDU_LENGTH <= size <= 0xFFFFFFFF:
@@ -80,7 +79,6 @@ def _maxPDU(value: str) -> int:
             f"{MINIMUM_PEER_MAX_PDU_LENGTH} to {0xFFFFFFFF}"
         )
     return size
-
 
 
 def _positive(value: str) -> int:
@@ -434,12 +432,13 @@ def _checkEndpoints(descriptions: list[str]) -> None:
     Parse every description now, so a mistake is a usage error and not a
     traceback at start-up. Parsing needs no real reactor.
     """
-    from twisted.internet.endpoints import serverFromString
     from twisted.internet.testing import MemoryReactor
+
+    from dicomecho.proxyheader import serverFromDescription
 
     for description in descriptions:
         try:
-            serverFromString(MemoryReactor(), description)
+            serverFromDescription(MemoryReactor(), description)
         except (IndexError, KeyError) as e:
             if description.startswith("systemd:"):
                 raise usage.UsageError(
