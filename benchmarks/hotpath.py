@@ -29,9 +29,9 @@ from twisted.internet.error import ConnectionDone
 
 from twisted.logger import LogLevel
 
-from dicomecho.framer import PDUFramer
-from dicomecho.logs import setLogLevel
-from dicomecho.protocol import DICOMServerFactory
+from dicomecho.wire.framer import PDUFramer
+from dicomecho.observability.logs import setLogLevel
+from dicomecho.server.protocol import DICOMServerFactory
 
 FIXTURE = (
     Path(__file__).resolve().parent.parent

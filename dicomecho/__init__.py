@@ -7,10 +7,9 @@ For composition in a C{.tac} or a L{MultiService}::
     from dicomecho import DICOMServerFactory, makeService, Options
 
 Those names are imported on first use, so C{import dicomecho} stays light.
-The wire layer (L{dicomecho.pdu}, L{dicomecho.items}, L{dicomecho.framer})
-and the association layer (L{dicomecho.fsm}, L{dicomecho.negotiation},
-L{dicomecho.dimse}, L{dicomecho.verification}) are pure; only
-L{dicomecho.protocol} and L{dicomecho.tap} touch Twisted's reactor side.
+The layers are subpackages, lowest first: C{wire}, C{association},
+C{services}, C{security}, C{observability}, C{server} (the only reactor
+code) and C{cli} (docs/architecture.rst).
 """
 
 from typing import Any
@@ -28,12 +27,12 @@ __all__ = [
 ]
 
 _LAZY = {
-    "DICOMServerFactory": "dicomecho.protocol",
-    "DICOMAssociationProtocol": "dicomecho.protocol",
-    "VerificationResponder": "dicomecho.verification",
-    "IServiceResponder": "dicomecho.verification",
-    "Options": "dicomecho.tap",
-    "makeService": "dicomecho.tap",
+    "DICOMServerFactory": "dicomecho.server.protocol",
+    "DICOMAssociationProtocol": "dicomecho.server.protocol",
+    "VerificationResponder": "dicomecho.services.verification",
+    "IServiceResponder": "dicomecho.services.verification",
+    "Options": "dicomecho.server.tap",
+    "makeService": "dicomecho.server.tap",
 }
 
 

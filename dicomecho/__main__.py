@@ -15,9 +15,9 @@ from typing import Sequence
 from twisted.logger import globalLogBeginner
 from twisted.python import usage
 
-from dicomecho.commandline import usageError
-from dicomecho.logs import consoleObserver
-from dicomecho.tap import Options, makeService
+from dicomecho.server.commandline import usageError
+from dicomecho.observability.logs import consoleObserver
+from dicomecho.server.tap import Options, makeService
 
 
 def commandName(argv0: str) -> str:

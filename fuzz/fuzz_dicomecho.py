@@ -68,9 +68,9 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--atheris-worker"]:
     import atheris
 
     with atheris.instrument_imports(include=["dicomecho"]):
-        import dicomecho.protocol  # noqa: F401 (imports every module)
+        import dicomecho.server.protocol  # noqa: F401 (imports every module)
 
-from dicomecho.dimse import (  # noqa: E402
+from dicomecho.association.dimse import (  # noqa: E402
     CommandSetError,
     DIMSEError,
     DIMSEMessage,
@@ -81,15 +81,15 @@ from dicomecho.dimse import (  # noqa: E402
     fragment,
     refusalResponse,
 )
-from dicomecho.errors import RemoteProtocolError  # noqa: E402
-from dicomecho.framer import HEADER_LENGTH, UNLIMITED_PDATA_CEILING, PDUFramer  # noqa: E402
-from dicomecho.negotiation import (  # noqa: E402
+from dicomecho.wire.errors import RemoteProtocolError  # noqa: E402
+from dicomecho.wire.framer import HEADER_LENGTH, UNLIMITED_PDATA_CEILING, PDUFramer  # noqa: E402
+from dicomecho.association.negotiation import (  # noqa: E402
     Acceptance,
     AssociationPolicy,
     InvalidAssociateRequest,
     negotiate,
 )
-from dicomecho.pdu import (  # noqa: E402
+from dicomecho.wire.pdu import (  # noqa: E402
     AssociateRQ,
     PDataTF,
     PDUType,
@@ -98,8 +98,8 @@ from dicomecho.pdu import (  # noqa: E402
     decodePDU,
     encode,
 )
-from dicomecho.items import PresentationContextRQ  # noqa: E402
-from dicomecho.verification import VerificationResponder  # noqa: E402
+from dicomecho.wire.items import PresentationContextRQ  # noqa: E402
+from dicomecho.services.verification import VerificationResponder  # noqa: E402
 
 # --- properties, shared by both engines ------------------------------------------------
 

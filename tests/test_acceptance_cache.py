@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.negotiation.AcceptanceCache} and its use by the
+Tests for L{dicomecho.association.negotiation.AcceptanceCache} and its use by the
 protocol: a known request is answered with the same AC bytes, states and
 events as the full path gives, and never when the policy changed, the
 server is at capacity, or the request was rejected or invalid.
@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 
-from dicomecho.items import PresentationContextRQ, UserInformation
-from dicomecho.negotiation import AcceptanceCache, AssociationPolicy, negotiate
-from dicomecho.pdu import AssociateAC, AssociateRQ, ReleaseRQ, encode
-from dicomecho.protocol import DICOMServerFactory
+from dicomecho.wire.items import PresentationContextRQ, UserInformation
+from dicomecho.association.negotiation import AcceptanceCache, AssociationPolicy, negotiate
+from dicomecho.wire.pdu import AssociateAC, AssociateRQ, ReleaseRQ, encode
+from dicomecho.server.protocol import DICOMServerFactory
 from tests.support.helpers import fixtureBytes, logLevelSet, splitStream
 from tests.support.harness import CT, IMPLICIT, VERIFICATION, Harness, echoCommand, rq
 from tests.test_replay import CountingResponder, pdata
@@ -107,16 +107,16 @@ def test_reservedFieldIsEachRequestorsOwn(monkeypatch: Any) -> None:
     full path, then from the cache (whose key is the whole body), with the
     same AC bytes both ways; never the other's.
     """
-    import dicomecho.protocol
+    import dicomecho.server.protocol
 
     negotiated: list[bytes] = []
-    real = dicomecho.protocol.negotiate
+    real = dicomecho.server.protocol.negotiate
 
     def spy(request: AssociateRQ, *args: Any, **kw: Any) -> Any:
         negotiated.append(request.reservedField)
         return real(request, *args, **kw)
 
-    monkeypatch.setattr(dicomecho.protocol, "negotiate", spy)
+    monkeypatch.setattr(dicomecho.server.protocol, "negotiate", spy)
     clock = Clock()
     factory = DICOMServerFactory(clock=clock)
     one = dataclasses.replace(rq(), reservedField=b"\x01" * 32)

@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.access}: network parsing, address normalisation and
+Tests for L{dicomecho.security.access}: network parsing, address normalisation and
 the two admission questions, including a property against a brute-force
 reading of the rules.
 """
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dicomecho.access import AccessList, parseNetwork, peerAddress
+from dicomecho.security.access import AccessList, parseNetwork, peerAddress
 
 
 @pytest.mark.parametrize(

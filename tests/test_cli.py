@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 from dicomecho import __version__
-from dicomecho.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicomecho.association.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from tests.support.peers import requireEchoscu
 from tests.support.processes import BIN, LISTENING, ROOT, TIMEOUT, Server, freePort, servers, start, tcpSockets  # noqa: F401 (fixture)
 

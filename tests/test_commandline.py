@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.commandline} through L{dicomecho.tap.Options}: the
+Tests for L{dicomecho.server.commandline} through L{dicomecho.server.tap.Options}: the
 port before, between or after the options (GNU permutation, as echoscp's
 argparse allows), C{--} and extra positionals, and C{--help} grouped as
 echoscp groups it, checked against README.rst's option table both ways.
@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.python.usage import UsageError
 
-from dicomecho.commandline import ALIASES, HELP, permuteArguments, translateAliases
-from dicomecho.tap import Options
+from dicomecho.server.commandline import ALIASES, HELP, permuteArguments, translateAliases
+from dicomecho.server.tap import Options
 
 README = Path(__file__).resolve().parent.parent / "README.rst"
 

@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.credentials}: the file format and its errors, the
+Tests for L{dicomecho.security.credentials}: the file format and its errors, the
 User Identity verification truth table and its constant-cost dummy check,
 reloading by L{CredentialsStore}, and atomic rewriting by L{updateFile}.
 """
@@ -19,8 +19,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from dicomecho import credentials
-from dicomecho.credentials import (
+from dicomecho.security import credentials
+from dicomecho.security.credentials import (
     DEFAULT_N,
     KEY_LENGTH,
     MAX_USERNAME_LENGTH,

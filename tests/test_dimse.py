@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.dimse}: the command-set codec on commands captured
+Tests for L{dicomecho.association.dimse}: the command-set codec on commands captured
 from DCMTK and pynetdicom, every malformation it refuses, reassembly of
 PDVs into messages, fragmentation to the peer's maximum PDU length,
 refusal responses, and hypothesis properties.
@@ -19,7 +19,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
-from dicomecho.dimse import (
+from dicomecho.association.dimse import (
     NO_DATA_SET,
     CommandField,
     CommandSetError,
@@ -36,8 +36,8 @@ from dicomecho.dimse import (
     refusalResponse,
     tag,
 )
-from dicomecho.errors import AbortReason, AbortSource, LocalProtocolError
-from dicomecho.pdu import PDataTF, PDUType, PresentationDataValue, decode, decodePDU
+from dicomecho.wire.errors import AbortReason, AbortSource, LocalProtocolError
+from dicomecho.wire.pdu import PDataTF, PDUType, PresentationDataValue, decode, decodePDU
 from tests.support.helpers import SESSIONS, fixtureBytes, splitStream
 
 VERIFICATION = "1.2.840.10008.1.1"

@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.framer}: splitting captured streams however they are
+Tests for L{dicomecho.wire.framer}: splitting captured streams however they are
 chunked, caps decided from the header (reference §3.3 items 1-4, 6), unknown
 and foreign protocols (item 7, framer part), and bounded memory.
 """
@@ -10,20 +10,20 @@ import struct
 
 import pytest
 
-from dicomecho.errors import (
+from dicomecho.wire.errors import (
     AbortReason,
     PDULengthError,
     RemoteProtocolError,
     UnrecognizedPDUError,
 )
-from dicomecho.framer import (
+from dicomecho.wire.framer import (
     DEFAULT_MAX_ASSOCIATE_LENGTH,
     UNLIMITED_PDATA_CEILING,
     Frame,
     PDUFramer,
 )
-from dicomecho.items import PresentationContextRQ, UserInformation
-from dicomecho.pdu import AssociateRQ, PDUType, ReleaseRQ, encode
+from dicomecho.wire.items import PresentationContextRQ, UserInformation
+from dicomecho.wire.pdu import AssociateRQ, PDUType, ReleaseRQ, encode
 from tests.support.helpers import SESSIONS, fixtureBytes, splitStream
 
 

@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.fsm}: every (state, event) cell of the acceptor's
+Tests for L{dicomecho.association.fsm}: every (state, event) cell of the acceptor's
 part of PS3.8 Table 9-10, checked against an independent transcription
 (pynetdicom's), and what each action does.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from dicomecho.errors import AbortReason, LocalProtocolError, PDUDecodeError
-from dicomecho.fsm import (
+from dicomecho.wire.errors import AbortReason, LocalProtocolError, PDUDecodeError
+from dicomecho.association.fsm import (
     PEER_EVENTS,
     TRANSITIONS,
     AbortIndication,
@@ -26,7 +26,7 @@ from dicomecho.fsm import (
     State,
     StopARTIM,
 )
-from dicomecho.pdu import (
+from dicomecho.wire.pdu import (
     Abort,
     AssociateAC,
     AssociateRJ,

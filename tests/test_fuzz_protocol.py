@@ -66,13 +66,13 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
-from dicomecho.dimse import CommandField, CommandSetError, decodeCommandSet, encodeCommandSet, tag
-from dicomecho.errors import RemoteProtocolError
-from dicomecho.fsm import State
-from dicomecho.framer import HEADER_LENGTH, UNLIMITED_PDATA_CEILING, PDUFramer
-from dicomecho.items import PresentationContextRQ, UserInformation
-from dicomecho.logs import jsonRecord, logLevel, renderEcho, setLogLevel
-from dicomecho.pdu import (
+from dicomecho.association.dimse import CommandField, CommandSetError, decodeCommandSet, encodeCommandSet, tag
+from dicomecho.wire.errors import RemoteProtocolError
+from dicomecho.association.fsm import State
+from dicomecho.wire.framer import HEADER_LENGTH, UNLIMITED_PDATA_CEILING, PDUFramer
+from dicomecho.wire.items import PresentationContextRQ, UserInformation
+from dicomecho.observability.logs import jsonRecord, logLevel, renderEcho, setLogLevel
+from dicomecho.wire.pdu import (
     Abort,
     AssociateAC,
     AssociateRJ,
@@ -84,8 +84,8 @@ from dicomecho.pdu import (
     decodePDU,
     encode,
 )
-from dicomecho.protocol import DICOMServerFactory
-from dicomecho.verification import VerificationResponder
+from dicomecho.server.protocol import DICOMServerFactory
+from dicomecho.services.verification import VerificationResponder
 from tests.test_properties import pdus as anyPDU
 
 VERIFICATION = "1.2.840.10008.1.1"

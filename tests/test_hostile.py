@@ -36,13 +36,13 @@ from typing import Any, Iterator, Sequence
 
 import pytest
 
-from dicomecho.items import (
+from dicomecho.wire.items import (
     AsyncOperationsWindow,
     PresentationContextRQ,
     UserIdentityRQ,
     UserInformation,
 )
-from dicomecho.pdu import AssociateAC, AssociateRQ, decodePDU
+from dicomecho.wire.pdu import AssociateAC, AssociateRQ, decodePDU
 from tests.support.helpers import fixtureBytes
 from tests.support.hostile import (
     AFFECTED_SOP_CLASS,
@@ -305,7 +305,7 @@ def test_class02_associateAboveCap(server):
 
 
 def _manyContexts(count: int, syntaxes: int) -> bytes:
-    from dicomecho.negotiation import ALL_TRANSFER_SYNTAXES
+    from dicomecho.association.negotiation import ALL_TRANSFER_SYNTAXES
 
     return makeRQ(
         [(2 * i + 1, VERIFICATION, ALL_TRANSFER_SYNTAXES[:syntaxes]) for i in range(count)]

@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.items}: every item and sub-item with lengths that lie
+Tests for L{dicomecho.wire.items}: every item and sub-item with lengths that lie
 (reference §3.3 items 12 and 13), unknown and repeated items, and encoding
 limits. Items are decoded through a whole A-ASSOCIATE-RQ so the container
 checks are exercised too.
@@ -11,8 +11,8 @@ import struct
 
 import pytest
 
-from dicomecho.errors import AbortReason, LocalProtocolError, PDUDecodeError
-from dicomecho.items import (
+from dicomecho.wire.errors import AbortReason, LocalProtocolError, PDUDecodeError
+from dicomecho.wire.items import (
     AsyncOperationsWindow,
     PresentationContextAC,
     PresentationContextRQ,
@@ -25,7 +25,7 @@ from dicomecho.items import (
     UserInformation,
     encodeItem,
 )
-from dicomecho.pdu import AssociateAC, AssociateRQ, PDUType, decodePDU
+from dicomecho.wire.pdu import AssociateAC, AssociateRQ, PDUType, decodePDU
 
 INVALID = AbortReason.INVALID_PDU_PARAMETER_VALUE
 UNEXPECTED = AbortReason.UNEXPECTED_PDU_PARAMETER
@@ -330,7 +330,7 @@ def test_unknownItemsKeptUpToALimit() -> None:
     Only the first few unknown items and sub-items are kept; the rest are
     counted, so a request made of thousands of them costs no memory.
     """
-    from dicomecho.items import MAX_KEPT_UNKNOWN_ITEMS
+    from dicomecho.wire.items import MAX_KEPT_UNKNOWN_ITEMS
 
     value = rq(*[item(0x60, b"")] * 5000, userInfo(*[item(0x70, b"x")] * 3000))
     assert len(value.unknownItems) == MAX_KEPT_UNKNOWN_ITEMS

@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.logs}' renderings: echoscp's C{I:}/C{D:} lines and
+Tests for L{dicomecho.observability.logs}' renderings: echoscp's C{I:}/C{D:} lines and
 C{-d} blocks (reference §1.3, §9), checked against the reference capture
 and against pynetdicom's own handlers on the captured requests; escaping of
 peer strings; passwords never shown; the console and JSON observers.
@@ -21,16 +21,16 @@ from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from dicomecho.dimse import DIMSEMessage, MessageAssembler, tag
-from dicomecho.errors import AbortReason, AbortSource
-from dicomecho.items import (
+from dicomecho.association.dimse import DIMSEMessage, MessageAssembler, tag
+from dicomecho.wire.errors import AbortReason, AbortSource
+from dicomecho.wire.items import (
     PresentationContextRQ,
     SOPClassExtendedNegotiation,
     UnknownItem,
     UserIdentityRQ,
     UserInformation,
 )
-from dicomecho.logs import (
+from dicomecho.observability.logs import (
     consoleObserver,
     jsonObserver,
     log,
@@ -39,13 +39,13 @@ from dicomecho.logs import (
     setLogLevel,
     logStartup,
 )
-from dicomecho.negotiation import (
+from dicomecho.association.negotiation import (
     Acceptance,
     AssociationPolicy,
     Rejection,
     negotiate,
 )
-from dicomecho.pdu import Abort, AssociateRQ, PDataTF, decodePDU
+from dicomecho.wire.pdu import Abort, AssociateRQ, PDataTF, decodePDU
 from tests.support.helpers import SESSIONS, fixtureBytes, logLevelSet, splitStream
 
 PEER = "127.0.0.1:50000"
@@ -172,7 +172,7 @@ def debugLevel() -> Iterator[None]:
 
 def event(dicomEvent: str, level: LogLevel = LogLevel.info, **fields: Any) -> dict:
     """
-    An event as C{dicomecho.logs.log} would emit it.
+    An event as C{dicomecho.observability.logs.log} would emit it.
     """
     fields.setdefault("peer", PEER)
     return dict(
@@ -1174,8 +1174,8 @@ def test_hostileValuesAreCutAndEscaped() -> None:
     implementation UID renders as short, single, printable lines: every
     peer value is escaped and cut, with the number of characters left out.
     """
-    from dicomecho.items import PresentationContextRQ, UserInformation
-    from dicomecho.logblocks import MAX_VALUE_LENGTH
+    from dicomecho.wire.items import PresentationContextRQ, UserInformation
+    from dicomecho.observability.logblocks import MAX_VALUE_LENGTH
 
     rq = AssociateRQ(
         "EVIL\nI: forged",
@@ -1199,7 +1199,7 @@ def test_invalidUIDsDoNotReachPydicom() -> None:
     """
     import warnings
 
-    from dicomecho.items import PresentationContextRQ
+    from dicomecho.wire.items import PresentationContextRQ
 
     rq = AssociateRQ(
         "ECHOSCP",

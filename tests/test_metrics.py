@@ -1,6 +1,6 @@
 """
-Metrics: L{dicomecho.stats} counted by whole associations through the
-protocol (fake transport, Clock), rendered by L{dicomecho.metrics} in the
+Metrics: L{dicomecho.observability.stats} counted by whole associations through the
+protocol (fake transport, Clock), rendered by L{dicomecho.observability.metrics} in the
 Prometheus text format, and scraped from a running C{--metrics} server
 while DCMTK and pynetdicom associate.
 """
@@ -15,11 +15,11 @@ import pytest
 from prometheus_client import generate_latest
 from twisted.internet.task import Clock
 
-from dicomecho.access import AccessList
-from dicomecho.metrics import metricsRegistry
-from dicomecho.pdu import Abort, AssociateRQ, ReleaseRQ
-from dicomecho.protocol import DICOMServerFactory
-from dicomecho.stats import DURATION_BUCKETS, ServerStats, rejectReasonLabel, tlsFailureKind
+from dicomecho.security.access import AccessList
+from dicomecho.observability.metrics import metricsRegistry
+from dicomecho.wire.pdu import Abort, AssociateRQ, ReleaseRQ
+from dicomecho.server.protocol import DICOMServerFactory
+from dicomecho.observability.stats import DURATION_BUCKETS, ServerStats, rejectReasonLabel, tlsFailureKind
 from tests.support.peers import requirePynetdicom
 from tests.support.processes import TIMEOUT, Server, servers, start  # noqa: F401 (fixture)
 from tests.test_cli import echoscu

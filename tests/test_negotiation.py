@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.negotiation}: transfer syntax lists and preference
+Tests for L{dicomecho.association.negotiation}: transfer syntax lists and preference
 orders (pynetdicom echoscp's, reference §1.4), presentation context results,
 reject codes and their precedence, invalid requests, answers to requests
 captured from DCMTK and pynetdicom, and a hypothesis property.
@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from pynetdicom._globals import ALL_TRANSFER_SYNTAXES as PYNETDICOM_SYNTAXES
 
 from dicomecho import __version__
-from dicomecho.errors import AbortReason, AbortSource, RemoteProtocolError
-from dicomecho.items import (
+from dicomecho.wire.errors import AbortReason, AbortSource, RemoteProtocolError
+from dicomecho.wire.items import (
     AsyncOperationsWindow,
     PresentationContextAC,
     PresentationContextRQ,
@@ -25,7 +25,7 @@ from dicomecho.items import (
     UserIdentityRQ,
     UserInformation,
 )
-from dicomecho.negotiation import (
+from dicomecho.association.negotiation import (
     ALL_TRANSFER_SYNTAXES,
     DEFAULT_MAX_ASSOCIATIONS,
     DICOM_APPLICATION_CONTEXT,
@@ -41,7 +41,7 @@ from dicomecho.negotiation import (
     negotiate,
     transferSyntaxOrder,
 )
-from dicomecho.pdu import AssociateAC, AssociateRQ, decode, decodePDU
+from dicomecho.wire.pdu import AssociateAC, AssociateRQ, decode, decodePDU
 from tests.support.helpers import SESSIONS, fixtureBytes, splitStream
 
 IVLE = "1.2.840.10008.1.2"

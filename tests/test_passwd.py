@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.passwd}, run as C{python -m dicomecho.passwd} in a
+Tests for L{dicomecho.cli.passwd}, run as C{python -m dicomecho.passwd} in a
 subprocess, and in process for the terminal prompts.
 """
 
@@ -13,8 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from dicomecho import passwd
-from dicomecho.credentials import Credentials, hashPasscode
+from dicomecho.cli import passwd
+from dicomecho.security.credentials import Credentials, hashPasscode
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.pdu}: round trips on bytes captured from DCMTK and
+Tests for L{dicomecho.wire.pdu}: round trips on bytes captured from DCMTK and
 pynetdicom, the values decoded from them, and malformed PDU bodies.
 """
 
@@ -9,9 +9,9 @@ import struct
 
 import pytest
 
-from dicomecho.errors import AbortReason, LocalProtocolError, PDUDecodeError
-from dicomecho.items import ItemType, PresentationContextRQ, iterItems
-from dicomecho.pdu import (
+from dicomecho.wire.errors import AbortReason, LocalProtocolError, PDUDecodeError
+from dicomecho.wire.items import ItemType, PresentationContextRQ, iterItems
+from dicomecho.wire.pdu import (
     Abort,
     AssociateAC,
     AssociateRJ,
@@ -426,7 +426,7 @@ def test_decodeUnknownType() -> None:
     L{decodePDU} refuses a type that is not one of the seven with
     unrecognized-PDU.
     """
-    from dicomecho.errors import UnrecognizedPDUError
+    from dicomecho.wire.errors import UnrecognizedPDUError
 
     with pytest.raises(UnrecognizedPDUError) as e:
         decodePDU(0x08, b"")

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import pytest
 
-from dicomecho.negotiation import ALL_TRANSFER_SYNTAXES
+from dicomecho.association.negotiation import ALL_TRANSFER_SYNTAXES
 from tests.support.peers import closePynetdicomRejectRace, requireEchoscu, requirePynetdicom, runEchoscu
 
 ROOT = Path(__file__).resolve().parent.parent

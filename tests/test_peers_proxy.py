@@ -29,8 +29,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from dicomecho.framer import PDUFramer
-from dicomecho.pdu import AssociateAC, PDataTF, ReleaseRP, ReleaseRQ, decodePDU, encode
+from dicomecho.wire.framer import PDUFramer
+from dicomecho.wire.pdu import AssociateAC, PDataTF, ReleaseRP, ReleaseRQ, decodePDU, encode
 from tests.support.peers import requireEchoscu, requirePynetdicom
 from tests.support.processes import BIN, TIMEOUT, Server, freePort, servers, start  # noqa: F401 (fixture)
 from tests.test_proxy import V2_SIGNATURE, v1Header, v2Header

@@ -196,7 +196,7 @@ def test_tlsBehindProxy(servers: list[Server], pki: TestPKI) -> None:
     own health check (python -m dicomecho.ping --proxy-header, a LOCAL
     header) is judged on the real connection's address.
     """
-    from dicomecho.pdu import AssociateAC, decodePDU, encode
+    from dicomecho.wire.pdu import AssociateAC, decodePDU, encode
     from tests.support.helpers import splitStream
     from tests.support.harness import rq
 

@@ -3,7 +3,7 @@ The wire layer against DICOM peers nobody here wrote.
 
 Each test runs a real SCU (DCMTK's C{echoscu} or pynetdicom) against
 L{WireScript}, a loopback server that decodes everything with
-L{dicomecho.pdu} and answers with PDUs our codec encoded. Two directions are
+L{dicomecho.wire.pdu} and answers with PDUs our codec encoded. Two directions are
 checked at once: our decoder reads what the peer actually sends, and the
 peer understands what our encoder produces (it says so in its output or its
 API). The script plays the acceptor, so only the wire layer is under
@@ -19,14 +19,14 @@ import threading
 
 import pytest
 
-from dicomecho.items import (
+from dicomecho.wire.items import (
     AsyncOperationsWindow,
     PresentationContextAC,
     PresentationContextRQ,
     RoleSelection,
     UserInformation,
 )
-from dicomecho.pdu import (
+from dicomecho.wire.pdu import (
     DICOM_APPLICATION_CONTEXT,
     Abort,
     AssociateAC,

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_ping -*-
 """
-Tests for L{dicomecho.ping}: the command line's usage errors, scripted
+Tests for L{dicomecho.cli.ping}: the command line's usage errors, scripted
 loopback peers (L{tests.support.peers.WireScript}) for timeouts, aborts and wrong
 answers, and real peers: dicomecho itself (plain, access control, user
 identity, mutual TLS) and DCMTK's storescp.
@@ -24,12 +24,12 @@ from typing import Callable, Iterator
 
 import pytest
 
-from dicomecho import ping as pingModule
-from dicomecho.dimse import CommandField, decodeCommandSet, encodeCommandSet, tag
-from dicomecho.errors import AbortReason, AbortSource
-from dicomecho.items import PresentationContextAC, UserInformation
-from dicomecho.negotiation import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS
-from dicomecho.pdu import (
+from dicomecho.cli import ping as pingModule
+from dicomecho.association.dimse import CommandField, decodeCommandSet, encodeCommandSet, tag
+from dicomecho.wire.errors import AbortReason, AbortSource
+from dicomecho.wire.items import PresentationContextAC, UserInformation
+from dicomecho.association.negotiation import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS
+from dicomecho.wire.pdu import (
     PDU,
     Abort,
     AssociateAC,
@@ -40,7 +40,7 @@ from dicomecho.pdu import (
     ReleaseRP,
     ReleaseRQ,
 )
-from dicomecho.ping import ExitCode, PingResult, describeAbort, describeRejection, main, ping
+from dicomecho.cli.ping import ExitCode, PingResult, describeAbort, describeRejection, main, ping
 from tests.support.peers import Reply, WireScript, requireEchoscu
 from tests.support.processes import ROOT, Server, freePort, waitListening
 from tests.support.tlscerts import TestPKI, createPKI

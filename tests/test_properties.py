@@ -10,9 +10,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dicomecho.errors import RemoteProtocolError
-from dicomecho.framer import HEADER_LENGTH, PDUFramer
-from dicomecho.items import (
+from dicomecho.wire.errors import RemoteProtocolError
+from dicomecho.wire.framer import HEADER_LENGTH, PDUFramer
+from dicomecho.wire.items import (
     AsyncOperationsWindow,
     PresentationContextAC,
     PresentationContextRQ,
@@ -24,7 +24,7 @@ from dicomecho.items import (
     UserIdentityRQ,
     UserInformation,
 )
-from dicomecho.pdu import (
+from dicomecho.wire.pdu import (
     PDU,
     Abort,
     AssociateAC,

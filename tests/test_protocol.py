@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.protocol}: whole associations driven through
+Tests for L{dicomecho.server.protocol}: whole associations driven through
 C{StringTransport} with a C{Clock}, replaying bytes captured from DCMTK and
 pynetdicom, plus timers, limits and every abort path. No sockets, no sleeps,
 no global reactor; every test ends with no DelayedCall left behind.
@@ -16,11 +16,11 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.test import iosim
 
-from dicomecho.dimse import CommandField, decodeCommandSet, encodeCommandSet, tag
-from dicomecho.fsm import State
-from dicomecho.framer import PDUFramer
-from dicomecho.items import PresentationContextRQ
-from dicomecho.pdu import (
+from dicomecho.association.dimse import CommandField, decodeCommandSet, encodeCommandSet, tag
+from dicomecho.association.fsm import State
+from dicomecho.wire.framer import PDUFramer
+from dicomecho.wire.items import PresentationContextRQ
+from dicomecho.wire.pdu import (
     Abort,
     AssociateAC,
     AssociateRJ,
@@ -32,8 +32,8 @@ from dicomecho.pdu import (
     decodePDU,
     encode,
 )
-from dicomecho.protocol import DICOMServerFactory
-from dicomecho.verification import DIMSEResponse, VerificationResponder
+from dicomecho.server.protocol import DICOMServerFactory
+from dicomecho.services.verification import DIMSEResponse, VerificationResponder
 from tests.support.harness import (
     CT,
     IMPLICIT,
@@ -611,7 +611,7 @@ def test_artimExpiryLoggedAtDebug(make: Any) -> None:
     """
     from twisted.logger import LogLevel, capturedLogs
 
-    from dicomecho.logs import logLevel, setLogLevel
+    from dicomecho.observability.logs import logLevel, setLogLevel
 
     h = make(acseTimeout=2)
     previous = logLevel()

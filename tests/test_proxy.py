@@ -1,6 +1,6 @@
 """
 dicomecho behind the PROXY-protocol wrapper (C{haproxy:},
-L{dicomecho.proxyheader}): the client address from a v1 or v2 header,
+L{dicomecho.server.proxyheader}): the client address from a v1 or v2 header,
 written here byte by byte from the HAProxy specification, is what the
 allow-list checks and the log events carry; the load balancer's own
 address is not. A header may arrive split anywhere; an invalid one is
@@ -25,12 +25,12 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 
-from dicomecho.access import AccessList
-from dicomecho.fsm import State
-from dicomecho.pdu import AssociateAC, ReleaseRP, ReleaseRQ, encode
-from dicomecho.protocol import DICOMServerFactory
-from dicomecho.logs import renderEcho
-from dicomecho.proxyheader import (
+from dicomecho.security.access import AccessList
+from dicomecho.association.fsm import State
+from dicomecho.wire.pdu import AssociateAC, ReleaseRP, ReleaseRQ, encode
+from dicomecho.server.protocol import DICOMServerFactory
+from dicomecho.observability.logs import renderEcho
+from dicomecho.server.proxyheader import (
     HeaderState,
     ProxyHeaderEndpoint,
     ProxyHeaderWrappingFactory,

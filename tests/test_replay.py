@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.replay} and its use by the protocol: a replayed
+Tests for L{dicomecho.association.replay} and its use by the protocol: a replayed
 response is byte for byte the one the full path gives, for captured DCMTK
 and pynetdicom requests and every MessageID, and the protocol replays only
 where the full path would do nothing else.
@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 
-from dicomecho.dimse import (
+from dicomecho.association.dimse import (
     CommandField,
     DIMSEMessage,
     decodeCommandSet,
@@ -25,13 +25,13 @@ from dicomecho.dimse import (
     fragment,
     tag,
 )
-from dicomecho.fsm import State
-from dicomecho.items import PresentationContextRQ
-from dicomecho.negotiation import AcceptedContext
-from dicomecho.pdu import PDataTF, PresentationDataValue, ReleaseRQ, encode
-from dicomecho.protocol import DICOMServerFactory
-from dicomecho.replay import ResponseReplayer, ResponseTemplate
-from dicomecho.verification import DIMSEResponse, VerificationResponder
+from dicomecho.association.fsm import State
+from dicomecho.wire.items import PresentationContextRQ
+from dicomecho.association.negotiation import AcceptedContext
+from dicomecho.wire.pdu import PDataTF, PresentationDataValue, ReleaseRQ, encode
+from dicomecho.server.protocol import DICOMServerFactory
+from dicomecho.association.replay import ResponseReplayer, ResponseTemplate
+from dicomecho.services.verification import DIMSEResponse, VerificationResponder
 from tests.support.helpers import fixtureBytes, logLevelSet, splitStream
 from tests.support.harness import CT, IMPLICIT, VERIFICATION, Harness, echoCommand, rq
 

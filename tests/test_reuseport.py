@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.reuseport} and the C{reuseport:} endpoint plugin: the
+Tests for L{dicomecho.server.reuseport} and the C{reuseport:} endpoint plugin: the
 parser and the listening socket it makes (on a L{MemoryReactor}), then two
 real C{twistd dicomecho} processes sharing one port.
 
@@ -26,7 +26,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 
-from dicomecho.reuseport import ReusePortListenError, ReusePortServerEndpoint
+from dicomecho.server.reuseport import ReusePortListenError, ReusePortServerEndpoint
 from tests.support.peers import requireEchoscu
 from tests.support.processes import BIN, ROOT, TIMEOUT, Server, freePort, servers  # noqa: F401 (fixture)
 
@@ -108,7 +108,7 @@ def test_listenOption() -> None:
     C{--listen reuseport:...} is accepted, and a broken one is a usage
     error naming the problem. Parsing binds nothing.
     """
-    from dicomecho.tap import Options
+    from dicomecho.server.tap import Options
 
     options = Options()
     options.parseOptions(["--listen", "reuseport:11112:interface=0.0.0.0"])
@@ -120,11 +120,11 @@ def test_listenOption() -> None:
 def test_pluginModuleImportLight() -> None:
     """
     Importing the plugin module (as every getPlugins() call may) imports
-    neither the reactor nor L{dicomecho.reuseport}.
+    neither the reactor nor L{dicomecho.server.reuseport}.
     """
     code = (
         "import sys, twisted.plugins.dicomecho_reuseport as m; "
-        "print(sorted(n for n in ('twisted.internet.reactor', 'dicomecho.reuseport') "
+        "print(sorted(n for n in ('twisted.internet.reactor', 'dicomecho.server.reuseport') "
         "if n in sys.modules))"
     )
     result = subprocess.run(

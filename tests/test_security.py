@@ -1,5 +1,5 @@
 """
-Tests of access control and user identity in L{dicomecho.protocol}: the
+Tests of access control and user identity in L{dicomecho.server.protocol}: the
 source gate at connect, calling-AE@network rejections, the acceptance cache
 under an access list, and User Identity Negotiation (PS3.7 D.3.3.7) with
 synchronous and delayed checkers, the failure throttle and the limit on
@@ -19,19 +19,19 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from zope.interface import implementer
 
-from dicomecho.access import AccessList
-from dicomecho.credentials import Credentials, hashPasscode
-from dicomecho.fsm import State
-from dicomecho.identity import (
+from dicomecho.security.access import AccessList
+from dicomecho.security.credentials import Credentials, hashPasscode
+from dicomecho.association.fsm import State
+from dicomecho.security.identity import (
     CredentialsChecker,
     IdentityRefused,
     IUserIdentityChecker,
     UserIdentityMode,
 )
-from dicomecho.items import PresentationContextRQ, UserIdentityAC, UserIdentityRQ, UserInformation
-from dicomecho.logs import consoleObserver, jsonObserver
-from dicomecho.pdu import Abort, AssociateAC, AssociateRJ, AssociateRQ, ReleaseRP, ReleaseRQ
-from dicomecho.protocol import DICOMServerFactory
+from dicomecho.wire.items import PresentationContextRQ, UserIdentityAC, UserIdentityRQ, UserInformation
+from dicomecho.observability.logs import consoleObserver, jsonObserver
+from dicomecho.wire.pdu import Abort, AssociateAC, AssociateRJ, AssociateRQ, ReleaseRP, ReleaseRQ
+from dicomecho.server.protocol import DICOMServerFactory
 from tests.support.harness import IMPLICIT, VERIFICATION, Harness, echo, responses
 
 PASSCODE = b"S3cr3t-Pa55-\xc3\xa9"

@@ -24,10 +24,10 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
-from dicomecho.access import AccessList
-from dicomecho.logs import jsonObserver, renderEcho
-from dicomecho.pdu import Abort, ReleaseRQ, encode
-from dicomecho.protocol import DICOMServerFactory
+from dicomecho.security.access import AccessList
+from dicomecho.observability.logs import jsonObserver, renderEcho
+from dicomecho.wire.pdu import Abort, ReleaseRQ, encode
+from dicomecho.server.protocol import DICOMServerFactory
 from tests.support.helpers import fixtureBytes, logLevelSet
 from tests.support.peers import requireEchoscu
 from tests.support.processes import LISTENING, TIMEOUT, Server, servers, start, tcpSockets  # noqa: F401 (fixture)

@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.tap} and the twistd plugin: every option and its
+Tests for L{dicomecho.server.tap} and the twistd plugin: every option and its
 echoscp alias, every usage error, the services built, plugin discovery.
 """
 
@@ -17,10 +17,10 @@ from twisted.logger import LogLevel
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 
-from dicomecho.logs import logLevel, setLogLevel
-from dicomecho.negotiation import TransferSyntaxPreference, transferSyntaxOrder
-from dicomecho.protocol import DICOMServerFactory
-from dicomecho.tap import DICOMListeningService, Options, makeService, translateAliases
+from dicomecho.observability.logs import logLevel, setLogLevel
+from dicomecho.association.negotiation import TransferSyntaxPreference, transferSyntaxOrder
+from dicomecho.server.protocol import DICOMServerFactory
+from dicomecho.server.tap import DICOMListeningService, Options, makeService, translateAliases
 
 
 @pytest.fixture(autouse=True)
@@ -221,10 +221,10 @@ def test_makeService() -> None:
 def test_pluginDiscovered() -> None:
     """
     twisted.plugin finds the dicomecho service maker, pointing at
-    dicomecho.tap.
+    dicomecho.server.tap.
     """
     makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
-    assert makers["dicomecho"].module == "dicomecho.tap"
+    assert makers["dicomecho"].module == "dicomecho.server.tap"
     assert makers["dicomecho"].options is Options
 
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tls -*-
 """
-Tests for L{dicomecho.tls} and the C{dicomtls:} endpoint plugin.
+Tests for L{dicomecho.security.tls} and the C{dicomtls:} endpoint plugin.
 
 Handshakes are real (OpenSSL on both sides) but in memory: the server is
 the L{DICOMTLSProtocol} that L{DICOMTLSServerEndpoint.listen} builds, on a
@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from zope.interface import implementer
 
-from dicomecho.tls import (
+from dicomecho.security.tls import (
     BCP195_CIPHERS,
     FIRST_BYTES,
     DICOMTLSProtocol,
@@ -868,7 +868,7 @@ def test_listenOptionErrorIsUsageError(pki: TestPKI) -> None:
     C{--listen} with a broken C{dicomtls:} description is a usage error
     that names the problem.
     """
-    from dicomecho.tap import Options
+    from dicomecho.server.tap import Options
 
     with pytest.raises(UsageError, match="requireClientCert needs caCerts"):
         Options().parseOptions(["--listen", _description(pki, requireClientCert="yes")])
@@ -877,11 +877,11 @@ def test_listenOptionErrorIsUsageError(pki: TestPKI) -> None:
 def test_pluginModuleImportLight() -> None:
     """
     Importing the plugin module (as every getPlugins() call may) imports
-    neither the reactor nor dicomecho.tls and its TLS libraries.
+    neither the reactor nor dicomecho.security.tls and its TLS libraries.
     """
     code = (
         "import sys, twisted.plugins.dicomecho_tls as m; "
-        "print(sorted(n for n in ('twisted.internet.reactor', 'dicomecho.tls', "
+        "print(sorted(n for n in ('twisted.internet.reactor', 'dicomecho.security.tls', "
         "'OpenSSL', 'cryptography') if n in sys.modules))"
     )
     result = subprocess.run(

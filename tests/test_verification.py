@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.verification}: the C-ECHO responder against requests
+Tests for L{dicomecho.services.verification}: the C-ECHO responder against requests
 captured from DCMTK and pynetdicom, its status rules, and what it refuses.
 """
 
@@ -10,7 +10,7 @@ from dataclasses import FrozenInstanceError, dataclass
 import pytest
 from zope.interface.verify import verifyClass, verifyObject
 
-from dicomecho.dimse import (
+from dicomecho.association.dimse import (
     NO_DATA_SET,
     CommandField,
     CommandSetError,
@@ -22,8 +22,8 @@ from dicomecho.dimse import (
     fragment,
     tag,
 )
-from dicomecho.pdu import PDataTF, PDUType, decodePDU
-from dicomecho.verification import (
+from dicomecho.wire.pdu import PDataTF, PDUType, decodePDU
+from dicomecho.services.verification import (
     VERIFICATION_SOP_CLASS,
     DIMSEResponse,
     IServiceResponder,

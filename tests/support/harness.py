@@ -14,10 +14,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-from dicomecho.dimse import CommandField, decodeCommandSet, encodeCommandSet, tag
-from dicomecho.items import PresentationContextRQ, UserInformation
-from dicomecho.pdu import AssociateRQ, PDataTF, PresentationDataValue, decodePDU, encode
-from dicomecho.protocol import DICOMAssociationProtocol, DICOMServerFactory
+from dicomecho.association.dimse import CommandField, decodeCommandSet, encodeCommandSet, tag
+from dicomecho.wire.items import PresentationContextRQ, UserInformation
+from dicomecho.wire.pdu import AssociateRQ, PDataTF, PresentationDataValue, decodePDU, encode
+from dicomecho.server.protocol import DICOMAssociationProtocol, DICOMServerFactory
 from tests.support.helpers import splitStream
 
 __all__ = [

@@ -10,8 +10,8 @@ from typing import Iterator
 
 from twisted.logger import LogLevel
 
-from dicomecho.framer import Frame, PDUFramer
-from dicomecho.logs import logLevel, setLogLevel
+from dicomecho.wire.framer import Frame, PDUFramer
+from dicomecho.observability.logs import logLevel, setLogLevel
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

@@ -20,9 +20,9 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
-from dicomecho.dimse import decodeCommandSet, encodeCommandSet, tag
-from dicomecho.items import PresentationContextRQ, UserInformation
-from dicomecho.pdu import (
+from dicomecho.association.dimse import decodeCommandSet, encodeCommandSet, tag
+from dicomecho.wire.items import PresentationContextRQ, UserInformation
+from dicomecho.wire.pdu import (
     Abort,
     AssociateAC,
     AssociateRJ,

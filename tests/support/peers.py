@@ -29,8 +29,8 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import pytest
 
-from dicomecho.framer import PDUFramer
-from dicomecho.pdu import PDU, decodePDU
+from dicomecho.wire.framer import PDUFramer
+from dicomecho.wire.pdu import PDU, decodePDU
 
 __all__ = [
     "runEchoscu",

@@ -20,9 +20,9 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.logger import LogLevel, formatEvent, globalLogBeginner
 
-from dicomecho.logs import setLogLevel
-from dicomecho.negotiation import TransferSyntaxPreference
-from dicomecho.protocol import DICOMServerFactory
+from dicomecho.observability.logs import setLogLevel
+from dicomecho.association.negotiation import TransferSyntaxPreference
+from dicomecho.server.protocol import DICOMServerFactory
 
 PLAIN = (str, int, float, bool, type(None))
 

@@ -5,7 +5,7 @@ from twisted.application.service import ServiceMaker
 
 dicomecho = ServiceMaker(
     "dicomecho",
-    "dicomecho.tap",
+    "dicomecho.server.tap",
     "DICOM Verification SCP (C-ECHO responder), echoscp-compatible options.",
     "dicomecho",
 )

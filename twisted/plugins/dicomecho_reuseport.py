@@ -10,7 +10,7 @@ or L{serverFromString <twisted.internet.endpoints.serverFromString>}.
 
 Keep this module import-light: every C{getPlugins()} call (twistd, trial,
 any endpoint description) imports it. It must not import the reactor;
-C{dicomecho.reuseport} is imported only when a C{reuseport:} description
+C{dicomecho.server.reuseport} is imported only when a C{reuseport:} description
 is parsed.
 """
 
@@ -29,16 +29,16 @@ __all__ = ["ReusePortServerParser", "reuseport"]
 class ReusePortServerParser:
     """
     Parses C{reuseport:} descriptions into
-    L{dicomecho.reuseport.ReusePortServerEndpoint}s.
+    L{dicomecho.server.reuseport.ReusePortServerEndpoint}s.
     """
 
     prefix = "reuseport"
 
     def parseStreamServer(self, reactor: Any, *args: str, **kwargs: str) -> Any:
         """
-        See L{dicomecho.reuseport.parseStreamServer}.
+        See L{dicomecho.server.reuseport.parseStreamServer}.
         """
-        from dicomecho.reuseport import parseStreamServer
+        from dicomecho.server.reuseport import parseStreamServer
 
         return parseStreamServer(reactor, *args, **kwargs)
 

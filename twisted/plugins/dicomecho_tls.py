@@ -11,7 +11,7 @@ or L{serverFromString <twisted.internet.endpoints.serverFromString>}.
 
 Keep this module import-light: every C{getPlugins()} call (twistd, trial,
 any endpoint description) imports it. It must not import the reactor;
-C{dicomecho.tls} (pyOpenSSL, cryptography) is imported only when a
+C{dicomecho.security.tls} (pyOpenSSL, cryptography) is imported only when a
 C{dicomtls:} description is parsed.
 """
 
@@ -30,16 +30,16 @@ __all__ = ["DICOMTLSServerParser", "dicomtls"]
 class DICOMTLSServerParser:
     """
     Parses C{dicomtls:} descriptions into
-    L{dicomecho.tls.DICOMTLSServerEndpoint}s.
+    L{dicomecho.security.tls.DICOMTLSServerEndpoint}s.
     """
 
     prefix = "dicomtls"
 
     def parseStreamServer(self, reactor: Any, *args: str, **kwargs: str) -> Any:
         """
-        See L{dicomecho.tls.parseStreamServer}.
+        See L{dicomecho.security.tls.parseStreamServer}.
         """
-        from dicomecho.tls import parseStreamServer
+        from dicomecho.security.tls import parseStreamServer
 
         return parseStreamServer(reactor, *args, **kwargs)
 

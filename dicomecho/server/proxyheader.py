@@ -15,7 +15,7 @@ parsers: it holds the bytes until the header is complete, tells v1 from v2
 from garbage as early as the bytes allow, hands the whole header to
 Twisted's C{V1Parser.parse} or C{V2Parser.parse}, and on an invalid header
 logs one line saying what was wrong and closes at once. It is a subclass of
-Twisted's wrapper, so L{dicomecho.admission.behindProxy} still finds it. A
+Twisted's wrapper, so L{dicomecho.server.admission.behindProxy} still finds it. A
 header that never completes is left to the DICOM protocol's ARTIM timer
 (the ACSE timeout), like any silent peer.
 
@@ -54,7 +54,7 @@ from twisted.protocols.haproxy._wrapper import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dicomecho.logs import listeningAddress, log
+from dicomecho.observability.logs import listeningAddress, log
 
 __all__ = [
     "HeaderState",

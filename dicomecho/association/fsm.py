@@ -33,13 +33,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, NamedTuple, Union
 
-from dicomecho.errors import (
+from dicomecho.wire.errors import (
     AbortReason,
     AbortSource,
     LocalProtocolError,
     RemoteProtocolError,
 )
-from dicomecho.pdu import (
+from dicomecho.wire.pdu import (
     PDU,
     Abort,
     AssociateAC,

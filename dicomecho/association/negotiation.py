@@ -22,15 +22,15 @@ from enum import Enum
 from typing import Iterable, Mapping
 
 from dicomecho import __version__
-from dicomecho.access import AccessList
-from dicomecho.errors import AbortReason, RemoteProtocolError
-from dicomecho.items import (
+from dicomecho.security.access import AccessList
+from dicomecho.wire.errors import AbortReason, RemoteProtocolError
+from dicomecho.wire.items import (
     PresentationContextAC,
     PresentationContextRQ,
     PresentationResult,
     UserInformation,
 )
-from dicomecho.pdu import (
+from dicomecho.wire.pdu import (
     DICOM_APPLICATION_CONTEXT,
     AssociateAC,
     AssociateRJ,
@@ -534,7 +534,7 @@ class AcceptanceCache:
 
     Each entry also holds an object the caller shares among the
     associations accepted this way (the protocol keeps its
-    L{dicomecho.replay.ResponseReplayer} there: the same request, policy
+    L{dicomecho.association.replay.ResponseReplayer} there: the same request, policy
     and acceptance give the same responses).
 
     Bounded: at most C{maxEntries} requests of at most C{maxBodyLength}

@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Iterator, TypeVar
 
-from dicomecho.errors import AbortReason, LocalProtocolError, PDUDecodeError
+from dicomecho.wire.errors import AbortReason, LocalProtocolError, PDUDecodeError
 
 __all__ = [
     "ItemType",

@@ -34,9 +34,9 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dicomecho.access import AccessList, peerAddress
-from dicomecho.admission import AdmissionMixin, behindProxy, identityOf, isTLSTransport
-from dicomecho.dimse import (
+from dicomecho.security.access import AccessList, peerAddress
+from dicomecho.server.admission import AdmissionMixin, behindProxy, identityOf, isTLSTransport
+from dicomecho.association.dimse import (
     CommandField,
     DIMSEError,
     DIMSEMessage,
@@ -46,8 +46,8 @@ from dicomecho.dimse import (
     fragment,
     refusalResponse,
 )
-from dicomecho.errors import AbortSource, RemoteProtocolError
-from dicomecho.fsm import (
+from dicomecho.wire.errors import AbortSource, RemoteProtocolError
+from dicomecho.association.fsm import (
     TRANSITIONS,
     AbortIndication,
     AcceptorStateMachine,
@@ -64,16 +64,16 @@ from dicomecho.fsm import (
     State,
     StopARTIM,
 )
-from dicomecho.framer import DEFAULT_MAX_ASSOCIATE_LENGTH, PDUFramer
-from dicomecho.identity import (
+from dicomecho.wire.framer import DEFAULT_MAX_ASSOCIATE_LENGTH, PDUFramer
+from dicomecho.security.identity import (
     FailureThrottle,
     IUserIdentityChecker,
     UserIdentityMode,
     identityRejection,
 )
-from dicomecho.logs import isEnabled, listeningAddress, log
-from dicomecho.proxyheader import incompleteHeader
-from dicomecho.negotiation import (
+from dicomecho.observability.logs import isEnabled, listeningAddress, log
+from dicomecho.server.proxyheader import incompleteHeader
+from dicomecho.association.negotiation import (
     DEFAULT_MAX_ASSOCIATIONS,
     Acceptance,
     AssociationPolicy,
@@ -84,10 +84,10 @@ from dicomecho.negotiation import (
     negotiate,
     transferSyntaxOrder,
 )
-from dicomecho.pdu import Abort, AssociateRQ, PDUType, decodePDU
-from dicomecho.replay import ResponseReplayer
-from dicomecho.stats import ServerStats
-from dicomecho.verification import DIMSEResponse, IServiceResponder, VerificationResponder
+from dicomecho.wire.pdu import Abort, AssociateRQ, PDUType, decodePDU
+from dicomecho.association.replay import ResponseReplayer
+from dicomecho.observability.stats import ServerStats
+from dicomecho.services.verification import DIMSEResponse, IServiceResponder, VerificationResponder
 
 __all__ = ["DICOMAssociationProtocol", "DICOMServerFactory"]
 
@@ -489,7 +489,7 @@ class DICOMAssociationProtocol(AdmissionMixin, Protocol):
     def _replayable(self) -> bool:
         """
         Whether a P-DATA-TF received now may be answered by replaying a
-        response (L{dicomecho.replay}): only where the full path would do
+        response (L{dicomecho.association.replay}): only where the full path would do
         nothing but send that response. That is Sta6 (Evt10 then Evt9 leave
         it there), no response pending before it, no message half received
         (its DIMSE timer is off and stays off), and no C{dimse-received}
@@ -536,7 +536,7 @@ class DICOMAssociationProtocol(AdmissionMixin, Protocol):
         """
         Emit the one association-summary event of this connection: a JSON
         record, and at C{-v}/C{-d} the console's last line for a connection
-        that sent an A-ASSOCIATE-RQ (L{dicomecho.logs}). Built only when
+        that sent an A-ASSOCIATE-RQ (L{dicomecho.observability.logs}). Built only when
         info is enabled: the default level (errors) pays nothing for it.
         """
         if self._refused or not isEnabled(LogLevel.info):

@@ -5,7 +5,7 @@ with C{encode()} to the exact bytes PS3.8 specifies and L{decode} /
 L{decodePDU} that validate every length before reading.
 
 A PDU on the wire is C{type (1) | reserved (1) | length (4, big endian) |
-body}. L{dicomecho.framer.PDUFramer} splits a byte stream into C{(type,
+body}. L{dicomecho.wire.framer.PDUFramer} splits a byte stream into C{(type,
 body)} frames; L{decodePDU} turns one frame into a value. Decoding errors are
 L{PDUDecodeError}s carrying the A-ABORT reason they imply (PS3.8 Table 9-26).
 """
@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Callable, ClassVar, Union
 
-from dicomecho.errors import (
+from dicomecho.wire.errors import (
     AbortReason,
     AbortSource,
     LocalProtocolError,
     PDUDecodeError,
     UnrecognizedPDUError,
 )
-from dicomecho.items import (
+from dicomecho.wire.items import (
     MAX_KEPT_UNKNOWN_ITEMS,
     ItemType,
     PresentationContextAC,

@@ -21,12 +21,12 @@ import struct
 from functools import lru_cache
 from typing import NamedTuple
 
-from dicomecho.errors import (
+from dicomecho.wire.errors import (
     PDULengthError,
     RemoteProtocolError,
     UnrecognizedPDUError,
 )
-from dicomecho.pdu import PDUType
+from dicomecho.wire.pdu import PDUType
 
 __all__ = [
     "Frame",

@@ -23,7 +23,7 @@ L{Credentials} is the parsed, immutable content of such a file;
 L{CredentialsStore} re-reads a file when it changes, so an added, changed or
 removed user takes effect for the next association without a restart.
 L{hashPasscode}, L{formatEntry} and L{updateFile} write entries (see
-L{dicomecho.passwd} for the command). Error messages name the file and
+L{dicomecho.cli.passwd} for the command). Error messages name the file and
 line, and never quote a hash or a passcode.
 """
 

@@ -22,18 +22,18 @@ from twisted.logger import LogLevel
 from twisted.python import usage
 
 from dicomecho import __version__
-from dicomecho.access import AccessList, parseNetwork, peerAddress
-from dicomecho.commandline import (
+from dicomecho.security.access import AccessList, parseNetwork, peerAddress
+from dicomecho.server.commandline import (
     HELP_TEXT,
     formatHelp,
     permuteArguments,
     translateAliases,
     usageError,
 )
-from dicomecho.identity import UserIdentityMode
-from dicomecho.logs import LOG_LEVEL_NAMES, listeningAddress, log, logStartup, setLogLevel
-from dicomecho.pdu import validateAETitle
-from dicomecho.negotiation import (
+from dicomecho.security.identity import UserIdentityMode
+from dicomecho.observability.logs import LOG_LEVEL_NAMES, listeningAddress, log, logStartup, setLogLevel
+from dicomecho.wire.pdu import validateAETitle
+from dicomecho.association.negotiation import (
     DEFAULT_MAX_ASSOCIATIONS,
     DEFAULT_MAX_PDU_LENGTH,
     MINIMUM_PEER_MAX_PDU_LENGTH,
@@ -283,7 +283,7 @@ class Options(usage.Options):
     def getUsage(self, width: int | None = None) -> str:
         """
         C{--help} after the usage line: the options grouped as echoscp
-        groups them, then dicomecho's own (L{dicomecho.commandline.HELP}).
+        groups them, then dicomecho's own (L{dicomecho.server.commandline.HELP}).
         """
         import os
 
@@ -331,7 +331,7 @@ def _credentialsStore(options: Options) -> Any:
         return None
     if path is None:
         raise usage.UsageError(f"--user-identity {mode.value} needs --credentials FILE")
-    from dicomecho.credentials import CredentialsError, CredentialsStore
+    from dicomecho.security.credentials import CredentialsError, CredentialsStore
 
     try:
         return CredentialsStore(path)
@@ -434,7 +434,7 @@ def _checkEndpoints(descriptions: list[str]) -> None:
     """
     from twisted.internet.testing import MemoryReactor
 
-    from dicomecho.proxyheader import serverFromDescription
+    from dicomecho.server.proxyheader import serverFromDescription
 
     for description in descriptions:
         try:
@@ -599,8 +599,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     """
     from twisted.internet.endpoints import serverFromString
 
-    from dicomecho.protocol import DICOMServerFactory
-    from dicomecho.proxyheader import serverFromDescription
+    from dicomecho.server.protocol import DICOMServerFactory
+    from dicomecho.server.proxyheader import serverFromDescription
 
     if reactor is None:
         from twisted.internet import reactor as globalReactor
@@ -615,7 +615,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet.threads import deferToThreadPool
         from twisted.python.threadpool import ThreadPool
 
-        from dicomecho.identity import CredentialsChecker
+        from dicomecho.security.identity import CredentialsChecker
 
         # scrypt takes ~16 MiB and tens of ms per check, with the GIL
         # released: a few threads of our own, off the reactor's pool.
@@ -643,11 +643,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ThreadPoolService(pool).setServiceParent(top)
     for description in options["endpoints"]:
         # haproxy: descriptions get our PROXY layer, which takes a header
-        # however TCP splits it (dicomecho.proxyheader).
+        # however TCP splits it (dicomecho.server.proxyheader).
         endpoint = serverFromDescription(reactor, description)
         DICOMListeningService(endpoint, factory, description, reactor).setServiceParent(top)
     if options["metrics"] is not None:
-        from dicomecho.metrics import metricsSite
+        from dicomecho.observability.metrics import metricsSite
 
         endpoint = serverFromString(reactor, options["metrics"])
         MetricsListeningService(

@@ -49,7 +49,7 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dicomecho.descriptions import checkArguments, numberArgument
+from dicomecho.server.descriptions import checkArguments, numberArgument
 
 __all__ = [
     "BCP195_CIPHERS",
@@ -380,7 +380,7 @@ class DICOMTLSServerEndpoint:
         # Layers, outermost first: wrapped endpoint (TCP), TLS, DICOM. A
         # PROXY protocol layer goes under the TLS, since a load balancer
         # sends its PROXY header in the clear before the client's TLS bytes:
-        # proxy=yes wraps the TCP endpoint with dicomecho.proxyheader's
+        # proxy=yes wraps the TCP endpoint with dicomecho.server.proxyheader's
         # proxyEndpoint() (Twisted's wrapper, tolerant of a header split
         # over several reads) and passes that as wrappedEndpoint here. The
         # TLS and DICOM layers then see the client's address in getPeer().
@@ -610,7 +610,7 @@ def parseStreamServer(
     else:
         wrapped = TCP4ServerEndpoint(reactor, port, backlog, interface)
     if proxy:
-        from dicomecho.proxyheader import proxyEndpoint
+        from dicomecho.server.proxyheader import proxyEndpoint
 
         # The PROXY header comes first, in the clear: its layer goes under
         # the TLS (see DICOMTLSServerEndpoint.listen).

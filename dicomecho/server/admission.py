@@ -18,18 +18,18 @@ from twisted.internet.interfaces import INegotiated, ISSLTransport
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
-from dicomecho.fsm import State
-from dicomecho.identity import (
+from dicomecho.association.fsm import State
+from dicomecho.security.identity import (
     IdentityRefused,
     identityRejection,
     usernameText,
     withIdentityResponse,
 )
-from dicomecho.items import UserIdentityRQ
-from dicomecho.logs import isEnabled, log
-from dicomecho.negotiation import Acceptance, Rejection, localLimitRejection
-from dicomecho.pdu import AssociateRQ
-from dicomecho.proxyheader import proxyLayerUnder
+from dicomecho.wire.items import UserIdentityRQ
+from dicomecho.observability.logs import isEnabled, log
+from dicomecho.association.negotiation import Acceptance, Rejection, localLimitRejection
+from dicomecho.wire.pdu import AssociateRQ
+from dicomecho.server.proxyheader import proxyLayerUnder
 
 __all__ = ["AdmissionMixin", "isTLSTransport", "behindProxy", "identityOf"]
 
@@ -58,7 +58,7 @@ def isTLSTransport(transport: object) -> bool:
 def behindProxy(transport: object) -> bool:
     """
     Whether a PROXY-protocol layer is somewhere under C{transport} (see
-    L{dicomecho.proxyheader.proxyLayerUnder}).
+    L{dicomecho.server.proxyheader.proxyLayerUnder}).
     """
     return proxyLayerUnder(transport) is not None
 
@@ -128,7 +128,7 @@ class AdmissionMixin:
         The TLS handshake completed (L{IHandshakeListener}): note the
         session (version, cipher, client certificate) for the log.
         """
-        from dicomecho.tls import tlsSessionInfo
+        from dicomecho.security.tls import tlsSessionInfo
 
         self._tlsState = "done"
         self._tlsInfo = tlsSessionInfo(self.transport)
@@ -152,7 +152,7 @@ class AdmissionMixin:
         line, unless the peer merely connected and closed without a byte
         (a TCP health check).
         """
-        from dicomecho.tls import describeHandshakeFailure, tlsSessionInfo
+        from dicomecho.security.tls import describeHandshakeFailure, tlsSessionInfo
 
         self._tlsState = "failed"
         firstBytes = getattr(self.transport, "firstBytes", b"") or b""

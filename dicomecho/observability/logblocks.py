@@ -3,7 +3,7 @@
 The text of echoscp's C{-d} blocks (reference §9.2, the format of
 pynetdicom's C{_handlers.py}) for A-ASSOCIATE-RQ/AC/RJ, A-ABORT and DIMSE
 messages, and the escaping that keeps peer-chosen strings from forging log
-lines. Pure: strings in, lines out; L{dicomecho.logs} adds levels and
+lines. Pure: strings in, lines out; L{dicomecho.observability.logs} adds levels and
 prefixes.
 """
 
@@ -13,9 +13,9 @@ import re
 
 from pydicom.uid import UID
 
-from dicomecho.dimse import CommandField, DIMSEMessage, tag
-from dicomecho.items import PresentationContextRQ, UserInformation
-from dicomecho.pdu import AssociateAC, AssociateRQ
+from dicomecho.association.dimse import CommandField, DIMSEMessage, tag
+from dicomecho.wire.items import PresentationContextRQ, UserInformation
+from dicomecho.wire.pdu import AssociateAC, AssociateRQ
 
 __all__ = [
     "MAX_VALUE_LENGTH",

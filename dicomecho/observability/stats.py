@@ -7,7 +7,7 @@ TLS handshakes refused (by kind); association durations.
 L{ServerStats} is pure and cheap: the protocol calls it once or twice per
 connection, never per message. Every label takes values from a fixed set,
 so a peer cannot grow it; AE titles and addresses never become labels.
-L{dicomecho.metrics} turns it into Prometheus metrics.
+L{dicomecho.observability.metrics} turns it into Prometheus metrics.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ have returned (tests/test_replay.py checks this for every MessageID).
 This bypasses the layers for speed: the full path costs about five times as
 much CPU per echo (benchmarks/hotpath.py), a large part of an echo's cost
 in a Twisted server. The protocol uses it only where the full path would
-change nothing else (see L{dicomecho.protocol}).
+change nothing else (see L{dicomecho.server.protocol}).
 """
 
 from __future__ import annotations

@@ -22,13 +22,13 @@ from typing import Callable, Collection, Mapping
 
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict, tag_for_keyword
 
-from dicomecho.errors import (
+from dicomecho.wire.errors import (
     AbortReason,
     AbortSource,
     DICOMProtocolError,
     LocalProtocolError,
 )
-from dicomecho.pdu import PresentationDataValue
+from dicomecho.wire.pdu import PresentationDataValue
 
 __all__ = [
     "CommandField",
@@ -157,7 +157,7 @@ class FragmentError(DIMSEError):
 class MessageTooLargeError(DIMSEError):
     """
     A command or data set grew beyond our configured cap. Treated like a
-    P-DATA-TF above our maximum length (L{dicomecho.errors.PDULengthError}):
+    P-DATA-TF above our maximum length (L{dicomecho.wire.errors.PDULengthError}):
     service-provider, invalid-PDU-parameter-value (PS3.8 Table 9-26).
     """
 

@@ -40,7 +40,7 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
-from dicomecho.descriptions import checkArguments, numberArgument
+from dicomecho.server.descriptions import checkArguments, numberArgument
 
 __all__ = [
     "DEFAULT_BACKLOG",

@@ -1,0 +1,4 @@
+"""
+Command-line tools beside the server: the health-check client and the credentials
+file editor.
+"""

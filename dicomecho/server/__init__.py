@@ -1,0 +1,4 @@
+"""
+The Twisted side: the protocol and factory, admission, endpoints, the twistd
+services and Options.
+"""
