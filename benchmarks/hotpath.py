@@ -31,7 +31,7 @@ from twisted.logger import LogLevel
 
 from dicomecho.wire.framer import PDUFramer
 from dicomecho.observability.logs import setLogLevel
-from dicomecho.server.protocol import DICOMServerFactory
+from dicomecho.server.factory import DICOMServerFactory
 
 FIXTURE = (
     Path(__file__).resolve().parent.parent

@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 _LAZY = {
-    "DICOMServerFactory": "dicomecho.server.protocol",
+    "DICOMServerFactory": "dicomecho.server.factory",
     "DICOMAssociationProtocol": "dicomecho.server.protocol",
     "VerificationResponder": "dicomecho.services.verification",
     "IServiceResponder": "dicomecho.services.verification",

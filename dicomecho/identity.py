@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_security -*-
 """
 The documented path `dicomecho.identity.IUserIdentityChecker`, kept for users:
 the code lives in the layer packages (README, Architecture).

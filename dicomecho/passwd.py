@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_passwd -*-
 """
 The documented path `python -m dicomecho.passwd`, kept for users:
 the code lives in the layer packages (README, Architecture).

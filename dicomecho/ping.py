@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_ping -*-
 """
 The documented path `python -m dicomecho.ping`, kept for users:
 the code lives in the layer packages (README, Architecture).

@@ -342,7 +342,7 @@ def _strategies() -> dict[str, list[tuple[str, dict[str, Any], Callable[..., Non
     from hypothesis import strategies as st
 
     from tests.support.helpers import SESSIONS, fixtureBytes, splitStream
-    from tests.test_fuzz_protocol import (
+    from tests.support.peerbytes import (
         associateRQs,
         controlSegments,
         echoes,
@@ -350,7 +350,7 @@ def _strategies() -> dict[str, list[tuple[str, dict[str, Any], Callable[..., Non
         pdataSegments,
         segments,
     )
-    from tests.test_properties import associateCommon, byte, pdus, uid
+    from tests.support.strategies import associateCommon, byte, pdus, uid
 
     captured: list[bytes] = []
     for session in SESSIONS:
@@ -389,7 +389,7 @@ def _strategies() -> dict[str, list[tuple[str, dict[str, Any], Callable[..., Non
 
     @st.composite
     def commandSets(draw: Any) -> bytes:
-        from tests.test_fuzz_protocol import command
+        from tests.support.peerbytes import command
 
         base = draw(
             st.sampled_from(
@@ -641,7 +641,8 @@ def _hypothesisTarget(target: str, seconds: float, seed: int | None, crashDir: P
     if target == "protocol":
         from hypothesis.stateful import run_state_machine_as_test
 
-        from tests.test_fuzz_protocol import STATS, ProtocolMachine
+        from tests.support.peerbytes import STATS
+        from tests.support.protocoldriver import ProtocolMachine
 
         before = dict(STATS)
         while time.monotonic() < deadline:
@@ -739,7 +740,7 @@ def _atherisWorker(target: str, libfuzzerArgs: list[str]) -> None:
 
     _quiet()
     if target == "protocol":
-        from tests.test_fuzz_protocol import protocolScenario
+        from tests.support.protocoldriver import protocolScenario
 
         function = protocolScenario.hypothesis.fuzz_one_input
     else:

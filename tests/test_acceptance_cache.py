@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.association.negotiation.AcceptanceCache} and its use by the
+Tests for L{dicomecho.association.fastpaths.AcceptanceCache} and its use by the
 protocol: a known request is answered with the same AC bytes, states and
 events as the full path gives, and never when the policy changed, the
 server is at capacity, or the request was rejected or invalid.
@@ -17,12 +17,13 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 
 from dicomecho.wire.items import PresentationContextRQ, UserInformation
-from dicomecho.association.negotiation import AcceptanceCache, AssociationPolicy, negotiate
+from dicomecho.association.fastpaths import AcceptanceCache
+from dicomecho.association.negotiation import AssociationPolicy, negotiate
 from dicomecho.wire.pdu import AssociateAC, AssociateRQ, ReleaseRQ, encode
-from dicomecho.server.protocol import DICOMServerFactory
+from dicomecho.server.factory import DICOMServerFactory
 from tests.support.helpers import fixtureBytes, logLevelSet, splitStream
 from tests.support.harness import CT, IMPLICIT, VERIFICATION, Harness, echoCommand, rq
-from tests.test_replay import CountingResponder, pdata
+from tests.support.harness import CountingResponder, pdata
 
 
 def body(pdu: Any) -> bytes:
@@ -107,16 +108,16 @@ def test_reservedFieldIsEachRequestorsOwn(monkeypatch: Any) -> None:
     full path, then from the cache (whose key is the whole body), with the
     same AC bytes both ways; never the other's.
     """
-    import dicomecho.server.protocol
+    import dicomecho.association.establishment
 
     negotiated: list[bytes] = []
-    real = dicomecho.server.protocol.negotiate
+    real = dicomecho.association.establishment.negotiate
 
     def spy(request: AssociateRQ, *args: Any, **kw: Any) -> Any:
         negotiated.append(request.reservedField)
         return real(request, *args, **kw)
 
-    monkeypatch.setattr(dicomecho.server.protocol, "negotiate", spy)
+    monkeypatch.setattr(dicomecho.association.establishment, "negotiate", spy)
     clock = Clock()
     factory = DICOMServerFactory(clock=clock)
     one = dataclasses.replace(rq(), reservedField=b"\x01" * 32)
@@ -158,7 +159,7 @@ def test_firstEchoReplayedAcrossAssociations() -> None:
         reference = DICOMServerFactory(clock=clock)
         for messageID, output in zip(range(1, 6), outputs):
             harness = associate(reference, clock, encode(rq()))
-            harness.protocol._replayable = lambda: False  # type: ignore[method-assign]
+            harness.factory.replaysResponses = False
             harness.transport.clear()
             harness.send(pdata((1, echoCommand(messageID))), ReleaseRQ())
             assert harness.transport.value() == output

@@ -2,7 +2,7 @@
 The commands a user runs, run as subprocesses exactly as a user would:
 C{twistd -n dicomecho}, C{python -m dicomecho}, the C{dicomecho} script and
 the example C{.tac}; echoed with DCMTK's echoscu, their log lines checked
-against echoscp's (reference §9), their exits on signals and errors.
+against echoscp's 3.0.4 output, their exits on signals and errors.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 from dicomecho import __version__
 from dicomecho.association.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from tests.support.peers import requireEchoscu
+from tests.support.peers import echoscu
 from tests.support.processes import BIN, LISTENING, ROOT, TIMEOUT, Server, freePort, servers, start, tcpSockets  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.peer
@@ -32,16 +32,6 @@ def stoppedCleanly(status: int, sig: int = signal.SIGTERM) -> bool:
     the signal) as under python -m.
     """
     return status == 0
-
-
-def echoscu(port: int, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [requireEchoscu(), "-aet", "MYSCU", "-aec", "ECHOSCP", *extra, "127.0.0.1", str(port)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 TWISTD = [str(BIN / "twistd"), "-n", "--pidfile="]
@@ -65,7 +55,7 @@ def settled(server: Server, last: str) -> list[str]:
 def test_twistdEchoscpLines(servers: list[Server]) -> None:
     """
     twistd -n dicomecho -v with dicomecho's console observer prints
-    exactly echoscp's -v lines for a DCMTK echo (reference §9.1), after the
+    exactly echoscp's -v lines for a DCMTK echo, after the
     line saying where it listens.
     """
     server = start(
@@ -153,7 +143,7 @@ def test_pythonMEchoscpCommandLine(servers: list[Server]) -> None:
 
 def test_debugBlocks(servers: list[Server]) -> None:
     """
-    -d prints reference §9.2's blocks with true values: our implementation
+    -d prints echoscp 3.0.4's -d blocks with true values: our implementation
     UID and version, the real responding AE title, and no pydicom line.
     """
     server = start(servers, PYTHON_M + ["-d", "-ba", "127.0.0.1", "0"])

@@ -22,7 +22,7 @@ from dicomecho.server.tap import Options
 README = Path(__file__).resolve().parent.parent / "README.rst"
 
 #: Every option of echoscp's --help with a value to give it, in echoscp's
-#: spelling (reference §1.1); the mutually exclusive ones one at a time.
+#: spelling (pynetdicom 3.0.4's echoscp --help); the mutually exclusive ones one at a time.
 ECHOSCP_OPTIONS: list[list[str]] = [
     ["-q"], ["-v"], ["-d"], ["--quiet"], ["--verbose"], ["--debug"],
     ["-ll", "info"], ["--log-level", "debug"],

@@ -1,12 +1,12 @@
 """
 Tests for L{dicomecho.security.credentials}: the file format and its errors, the
 User Identity verification truth table and its constant-cost dummy check,
-reloading by L{CredentialsStore}, and atomic rewriting by L{updateFile}.
+reloading by L{CredentialsStore}, and atomic rewriting by L{updateFile}. The
+scrypt hashes themselves are tested in C{tests.test_passcodes}.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import stat
@@ -19,12 +19,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from dicomecho.security import credentials
+from dicomecho.security import credentials, passcodes
 from dicomecho.security.credentials import (
-    DEFAULT_N,
-    KEY_LENGTH,
     MAX_USERNAME_LENGTH,
-    SALT_LENGTH,
     Credentials,
     CredentialsError,
     CredentialsStore,
@@ -33,6 +30,7 @@ from dicomecho.security.credentials import (
     updateFile,
     validateUsername,
 )
+from dicomecho.security.passcodes import DEFAULT_N
 
 #: A cheap scrypt cost for tests.
 FAST = {"n": 2**4, "r": 8, "p": 1}
@@ -68,61 +66,6 @@ usernames = (
     .map(str.strip)
     .filter(lambda name: name and not name.startswith("#"))
 )
-
-
-class TestHashPasscode:
-    def test_format(self) -> None:
-        """
-        A hash is C{scrypt$N$r$p$SALT$KEY}, with a random 16-byte salt and a
-        32-byte key in standard base64.
-        """
-        scheme, n, r, p, salt, key = fastHash(b"x").split("$")
-        assert (scheme, n, r, p) == ("scrypt", "16", "8", "1")
-        assert len(base64.b64decode(salt, validate=True)) == SALT_LENGTH
-        assert len(base64.b64decode(key, validate=True)) == KEY_LENGTH
-        assert fastHash(b"x") != fastHash(b"x")
-
-    def test_knownAnswer(self) -> None:
-        """
-        The key is the first 32 bytes of scrypt as in RFC 7914 section 12.
-        """
-        hashText = hashPasscode(b"password", n=1024, r=8, p=16, salt=b"NaCl")
-        expected = bytes.fromhex(
-            "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b373162"
-        )
-        assert hashText == "scrypt$1024$8$16$TmFDbA==$" + base64.b64encode(expected).decode()
-
-    def test_defaultsRoundTrip(self) -> None:
-        """
-        The default cost is n=2**14, r=8, p=1, and what it writes verifies.
-        """
-        hashText = hashPasscode(b"s3cret")
-        assert hashText.startswith("scrypt$16384$8$1$")
-        users = Credentials.parse(f"alice:{hashText}\n")
-        assert users.verify(b"alice", b"s3cret")
-        assert not users.verify(b"alice", b"s3cret ")
-
-    @pytest.mark.parametrize(
-        "parameters",
-        [
-            {"n": 0},
-            {"n": 1},
-            {"n": 3},
-            {"n": 48},
-            {"r": 0},
-            {"p": 0},
-            {"n": 2**21, "r": 8},
-            {"n": 2**4, "r": 8, "p": 2**20},
-            {"n": 2**16, "r": 1},
-            {"salt": b""},
-        ],
-    )
-    def test_badParameters(self, parameters: dict[str, Any]) -> None:
-        """
-        Invalid or absurdly costly parameters are refused before any work.
-        """
-        with pytest.raises(ValueError):
-            hashPasscode(b"x", **parameters)
 
 
 class TestParse:
@@ -308,7 +251,7 @@ class TestVerify:
             calls.append((kwargs["n"], kwargs["salt"]))
             return realScrypt(password, **kwargs)
 
-        monkeypatch.setattr(credentials.hashlib, "scrypt", scrypt)
+        monkeypatch.setattr(passcodes.hashlib, "scrypt", scrypt)
         users = Credentials.parse(TEXT)
         for username in (b"carol", b"modality-7", b"\xff"):
             del calls[:]

@@ -8,7 +8,7 @@ The documentation's port, 11112, is replaced by a free port so that the
 suite runs beside anything else. Where the documentation's text is older
 than echoscp 3.0.4 itself (its C{-d} banner names C{echoscp.py v0.7.0} and
 its block header says C{BEGIN}), the expectation is what echoscp 3.0.4
-prints (reference §9.2), with our name in the banner.
+prints at -d, with our name in the banner.
 """
 
 from __future__ import annotations

@@ -12,19 +12,23 @@ import urllib.request
 from typing import Any
 
 import pytest
+from OpenSSL import SSL
 from prometheus_client import generate_latest
 from twisted.internet.task import Clock
 
 from dicomecho.security.access import AccessList
 from dicomecho.observability.metrics import metricsRegistry
 from dicomecho.wire.pdu import Abort, AssociateRQ, ReleaseRQ
-from dicomecho.server.protocol import DICOMServerFactory
-from dicomecho.observability.stats import DURATION_BUCKETS, ServerStats, rejectReasonLabel, tlsFailureKind
+from dicomecho.server.factory import DICOMServerFactory
+from dicomecho.association.outcome import Outcome
+from dicomecho.observability.stats import ABORT_SOURCES, DURATION_BUCKETS, ServerStats
+from dicomecho.security.tlsfailures import TLSFailureKind, classifyHandshakeFailure, handshakeTimeout
+from dicomecho.wire.vocabulary import rejectLabel
 from tests.support.peers import requirePynetdicom
 from tests.support.processes import TIMEOUT, Server, servers, start  # noqa: F401 (fixture)
-from tests.test_cli import echoscu
+from tests.support.peers import echoscu
 from tests.support.harness import echo, rq
-from tests.test_security import connect, request  # noqa: F401 (fixture)
+from tests.support.admission import connect, request  # noqa: F401 (fixture)
 
 
 def scrape(*factories: DICOMServerFactory) -> dict[str, float]:
@@ -45,13 +49,26 @@ def parseMetrics(text: str) -> dict[str, float]:
 
 
 def test_labels() -> None:
-    assert rejectReasonLabel(1, 1, 3) == "calling-ae-title"
-    assert rejectReasonLabel(2, 3, 2) == "local-limit"
-    assert rejectReasonLabel(1, 1, 9) == "other"
-    assert tlsFailureKind("plain DICOM (an A-ASSOCIATE-RQ) on the TLS port") == "plain-dicom"
-    assert tlsFailureKind("the client certificate is not trusted (x)") == "untrusted-certificate"
-    assert tlsFailureKind("handshake not completed within 2 s (ACSE timeout)") == "timeout"
-    assert tlsFailureKind("something new") == "other"
+    assert rejectLabel(1, 1, 3) == "calling-ae-title"
+    assert rejectLabel(2, 3, 2) == "local-limit"
+    assert rejectLabel(1, 1, 9) == "other"
+    assert classifyHandshakeFailure(SSL.Error([]), b"\x01\x00").kind.value == "plain-dicom"
+    untrusted = SSL.Error([("SSL routines", "", "certificate verify failed")])
+    assert classifyHandshakeFailure(untrusted, b"\x16\x03").kind.value == "untrusted-certificate"
+    assert handshakeTimeout(2).kind.value == "timeout"
+    assert classifyHandshakeFailure(RuntimeError("something new")).kind.value == "other"
+    assert set(ABORT_SOURCES) == {Outcome.ABORTED, Outcome.ABORTED_BY_PEER, Outcome.CONNECTION_LOST}
+
+
+def test_tlsFailuresByKind() -> None:
+    """
+    The stats count TLS failures by kind; each kind's value is its label.
+    """
+    stats = ServerStats()
+    stats.tlsFailed(TLSFailureKind.TIMEOUT)
+    stats.tlsFailed(TLSFailureKind.TIMEOUT)
+    stats.tlsFailed(TLSFailureKind.HTTP)
+    assert stats.tlsFailures == {TLSFailureKind.TIMEOUT: 2, TLSFailureKind.HTTP: 1}
 
 
 def test_histogramBuckets() -> None:
@@ -61,7 +78,7 @@ def test_histogramBuckets() -> None:
     """
     stats = ServerStats()
     for duration in (0.001, 0.0011, 300.0, 301.0):
-        stats.connectionEnded("released", 0, duration)
+        stats.connectionEnded(Outcome.RELEASED, 0, duration)
     assert stats.durationCounts[0] == 1
     assert stats.durationCounts[1] == 1
     assert stats.durationCounts[len(DURATION_BUCKETS) - 1] == 1

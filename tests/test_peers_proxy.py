@@ -33,7 +33,7 @@ from dicomecho.wire.framer import PDUFramer
 from dicomecho.wire.pdu import AssociateAC, PDataTF, ReleaseRP, ReleaseRQ, decodePDU, encode
 from tests.support.peers import requireEchoscu, requirePynetdicom
 from tests.support.processes import BIN, TIMEOUT, Server, freePort, servers, start  # noqa: F401 (fixture)
-from tests.test_proxy import V2_SIGNATURE, v1Header, v2Header
+from tests.support.proxyheaders import V2_SIGNATURE, v1Header, v2Header
 from tests.support.harness import echo, rq
 from tests.support.tlscerts import TestPKI, createPKI
 
@@ -352,7 +352,7 @@ def test_echoscuThroughHAProxy(servers: list[Server], tmp_path: Path) -> None:
     DCMTK's echoscu through a real HAProxy (send-proxy-v2, the example
     configuration) to --listen haproxy:tcp:...: served.
     """
-    from tests.test_examples import localConfig, requireHAProxy
+    from tests.support.haproxy import localConfig, requireHAProxy
 
     haproxy = requireHAProxy()
     frontend, backend = freePort(), freePort()

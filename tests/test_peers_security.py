@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.peers import closePynetdicomRejectRace, requireEchoscu, requirePynetdicom
 from tests.support.processes import ROOT, TIMEOUT, Server, freePort, servers, start, waitListening  # noqa: F401 (fixture)
-from tests.test_cli import echoscu
+from tests.support.peers import echoscu
 
 pytestmark = pytest.mark.peer
 

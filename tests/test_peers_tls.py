@@ -22,7 +22,7 @@ import pytest
 
 from tests.support.peers import requirePynetdicom
 from tests.support.processes import TIMEOUT, Server, freePort, servers, start, waitListening  # noqa: F401 (fixture)
-from tests.test_cli import echoscu
+from tests.support.peers import echoscu
 from tests.support.tlscerts import TestPKI, createPKI
 
 pytestmark = pytest.mark.peer

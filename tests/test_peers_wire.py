@@ -34,10 +34,14 @@ from dicomecho.wire.pdu import (
     AssociateRQ,
     PDataTF,
 )
-from tests.support.peers import Reply, WireScript, requireEchoscu, requirePynetdicom, runEchoscu
+from tests.support.associations import (  # noqa: F401 (fixture)
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    VERIFICATION,
+    echoscu,
+    pynetdicomAE,
+)
+from tests.support.peers import Reply, WireScript, requirePynetdicom, runEchoscu
 
-VERIFICATION = "1.2.840.10008.1.1"
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 IMPLEMENTATION_CLASS_UID = "2.25.123456789012345678901234567890123"
 IMPLEMENTATION_VERSION_NAME = "DICOMECHO_0.1"
 OUR_MAXIMUM_LENGTH = 16382
@@ -45,14 +49,6 @@ OUR_MAXIMUM_LENGTH = 16382
 #: PS3.8 §9.3.4: A-ASSOCIATE-RJ, result 1 (permanent), source 1 (service
 #: user), reason 3 (calling AE title not recognized).
 PERMANENT_CALLING_AE_RJ = AssociateRJ(result=1, source=1, reason=3)
-
-
-@pytest.fixture
-def echoscu() -> str:
-    """
-    The path of DCMTK's echoscu (looked up before any server is started).
-    """
-    return requireEchoscu()
 
 
 def acceptFor(rq: AssociateRQ, maximumLength: int = OUR_MAXIMUM_LENGTH) -> bytes:
@@ -112,19 +108,6 @@ def pynetdicom(caplog):
     module = requirePynetdicom()
     caplog.set_level(logging.ERROR, logger="pynetdicom")
     return module
-
-
-def pynetdicomAE(pynetdicom):
-    """
-    A pynetdicom AE titled PYSCU requesting Verification, with 10 s bounds.
-    """
-    ae = pynetdicom.AE(ae_title="PYSCU")
-    ae.acse_timeout = 10
-    ae.network_timeout = 10
-    ae.dimse_timeout = 10
-    ae.connection_timeout = 10
-    ae.add_requested_context(VERIFICATION)
-    return ae
 
 
 # --- DCMTK echoscu -----------------------------------------------------------

@@ -32,8 +32,9 @@ from dicomecho.wire.pdu import (
     decodePDU,
     encode,
 )
-from dicomecho.server.protocol import DICOMServerFactory
-from dicomecho.services.verification import DIMSEResponse, VerificationResponder
+from dicomecho.server.factory import DICOMServerFactory
+from dicomecho.association.dimse import DIMSEResponse
+from dicomecho.services.verification import VerificationResponder
 from tests.support.harness import (
     CT,
     IMPLICIT,
@@ -844,3 +845,13 @@ def test_drainWithConnectionStillInSta2(make: Any, clock: Clock) -> None:
     assert drained.called
     assert h.transport.value() == b""
     h.close()
+
+
+def test_unknownEffectIsAnError(make: Any) -> None:
+    """
+    Every effect kind has a handler; one without is an error, never a
+    silent no-op.
+    """
+    h = make()
+    with pytest.raises(TypeError, match="no handler"):
+        h.protocol._perform([object()])

@@ -10,15 +10,12 @@ Fake transport and clock.
 
 from __future__ import annotations
 
-import socket
-import struct
 from ipaddress import ip_address
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
@@ -28,7 +25,7 @@ from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 from dicomecho.security.access import AccessList
 from dicomecho.association.fsm import State
 from dicomecho.wire.pdu import AssociateAC, ReleaseRP, ReleaseRQ, encode
-from dicomecho.server.protocol import DICOMServerFactory
+from dicomecho.server.factory import DICOMServerFactory
 from dicomecho.observability.logs import renderEcho
 from dicomecho.server.proxyheader import (
     HeaderState,
@@ -38,54 +35,8 @@ from dicomecho.server.proxyheader import (
     serverFromDescription,
 )
 from tests.support.helpers import logLevelSet
-from tests.support.harness import Harness, TCPStringTransport, echo, responses, rq
-
-#: The load balancer, as the TCP peer of every connection here.
-BALANCER = IPv4Address("TCP", "192.0.2.10", 50000)
-V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
-
-
-def v1Header(source: str, port: int) -> bytes:
-    family = "TCP6" if ":" in source else "TCP4"
-    destination = "::1" if family == "TCP6" else "192.0.2.1"
-    return f"PROXY {family} {source} {destination} {port} 11112\r\n".encode()
-
-
-def v2Header(source: str, port: int) -> bytes:
-    """
-    PROXY v2: signature, version 2 + PROXY command, TCP over IPv4 (0x11) or
-    IPv6 (0x21), the address block length, then addresses and ports.
-    """
-    if ":" in source:
-        family, packed = 0x21, socket.inet_pton(socket.AF_INET6, source) + socket.inet_pton(socket.AF_INET6, "::1")
-    else:
-        family, packed = 0x11, socket.inet_aton(source) + socket.inet_aton("192.0.2.1")
-    block = packed + struct.pack("!HH", port, 11112)
-    return V2_SIGNATURE + bytes((0x21, family)) + struct.pack("!H", len(block)) + block
-
-
-class Proxied(Harness):
-    """
-    One connection through the PROXY wrapper, as the listener builds it;
-    the bytes in go to the wrapper, the PDUs out are read as a L{Harness}'s.
-    """
-
-    def __init__(self, factory: DICOMServerFactory) -> None:
-        # Not Harness.__init__: the listener's wrapper builds our protocol.
-        self.factory = factory
-        self.wrapper = ProxyHeaderWrappingFactory(factory).buildProtocol(BALANCER)
-        self.transport = TCPStringTransport(peerAddress=BALANCER)
-        self.wrapper.makeConnection(self.transport)
-        self.protocol = self.wrapper.wrappedProtocol
-
-    def send(self, data: bytes) -> None:  # type: ignore[override]
-        self.wrapper.dataReceived(data)
-
-    def close(self) -> None:
-        if self.transport.connected:
-            self.transport.loseConnection()
-        self.wrapper.connectionLost(None)
-
+from tests.support.harness import echo, responses, rq
+from tests.support.proxyheaders import BALANCER, V2_SIGNATURE, Proxied, v1Header, v2Header
 
 HEADERS = [
     pytest.param(v1Header, "10.1.2.3", id="v1-ipv4"),
@@ -174,7 +125,7 @@ def test_withoutAccessListNoCostBeyondTheWrapper(clock: Clock) -> None:
     assert "dataReceived" not in c.protocol.__dict__
     c.send(v2Header("10.1.2.3", 5) + encode(rq()))
     assert isinstance(c.received()[0], AssociateAC)
-    assert c.protocol._peer == "10.1.2.3:5"
+    assert c.protocol.peerText() == "10.1.2.3:5"
     c.close()
 
 

@@ -1,5 +1,5 @@
 """
-Tests for L{dicomecho.association.replay} and its use by the protocol: a replayed
+Tests for L{dicomecho.association.fastpaths} and its use by the protocol: a replayed
 response is byte for byte the one the full path gives, for captured DCMTK
 and pynetdicom requests and every MessageID, and the protocol replays only
 where the full path would do nothing else.
@@ -29,9 +29,11 @@ from dicomecho.association.fsm import State
 from dicomecho.wire.items import PresentationContextRQ
 from dicomecho.association.negotiation import AcceptedContext
 from dicomecho.wire.pdu import PDataTF, PresentationDataValue, ReleaseRQ, encode
-from dicomecho.server.protocol import DICOMServerFactory
-from dicomecho.association.replay import ResponseReplayer, ResponseTemplate
-from dicomecho.services.verification import DIMSEResponse, VerificationResponder
+from dicomecho.server.factory import DICOMServerFactory
+from dicomecho.association.fastpaths import ResponseReplayer, ResponseTemplate
+from dicomecho.association.dimse import DIMSEResponse
+from dicomecho.services.verification import VerificationResponder
+from tests.support.harness import CountingResponder, pdata
 from tests.support.helpers import fixtureBytes, logLevelSet, splitStream
 from tests.support.harness import CT, IMPLICIT, VERIFICATION, Harness, echoCommand, rq
 
@@ -173,21 +175,11 @@ def quiet() -> Iterator[None]:
         yield
 
 
-class CountingResponder(VerificationResponder):
-    def __init__(self, repeatable: bool) -> None:
-        self.repeatable = repeatable  # type: ignore[misc]
-        self.calls = 0
-
-    def handle(self, request: Any, context: Any) -> DIMSEResponse | None:
-        self.calls += 1
-        return super().handle(request, context)
-
-
 def associated(clock: Clock, replay: bool, **options: Any) -> Harness:
     factory = DICOMServerFactory(clock=clock, **options)
     harness = Harness(factory, clock)
     if not replay:
-        harness.protocol._replayable = lambda: False  # type: ignore[method-assign]
+        harness.factory.replaysResponses = False
     harness.send(
         rq(
             PresentationContextRQ(1, VERIFICATION, (IMPLICIT,)),
@@ -198,10 +190,6 @@ def associated(clock: Clock, replay: bool, **options: Any) -> Harness:
     )
     harness.transport.clear()
     return harness
-
-
-def pdata(*pdvs: tuple[int, bytes]) -> bytes:
-    return encode(PDataTF(tuple(PresentationDataValue(c, True, True, d) for c, d in pdvs)))
 
 
 def test_repeatableResponderIsCalledOnce(quiet: None) -> None:
@@ -218,7 +206,7 @@ def test_repeatableResponderIsCalledOnce(quiet: None) -> None:
         rsps = [decodeCommandSet(f.body[6:]) for f in splitStream(h.transport.value())]
         assert [r[RESPONDED] for r in rsps] == list(range(1, 1001))
         assert responder.calls == calls
-        assert h.protocol._messages == 1000
+        assert h.protocol.messages == 1000
         h.send(ReleaseRQ())
         h.close()
         assert clock.getDelayedCalls() == []
@@ -295,7 +283,7 @@ def test_replayChangesNothingObservable(requests: list[tuple[str, int]], cuts: l
                     h.transport.value(),
                     h.transport.disconnecting,
                     h.protocol.state,
-                    h.protocol._messages,
+                    h.protocol.messages,
                     sorted(call.getTime() for call in clock.getDelayedCalls()),
                 )
             )
@@ -317,7 +305,7 @@ def test_replayWithCapturedPeerSessions(quiet: None) -> None:
             clock = Clock()
             h = Harness(DICOMServerFactory(clock=clock), clock)
             if not replay:
-                h.protocol._replayable = lambda: False  # type: ignore[method-assign]
+                h.factory.replaysResponses = False
             h.send(rqBytes)
             for messageID in (1, 2, 3, 65535, 0, 17):
                 body = withMessageID(echoBody, messageID)

@@ -3,7 +3,8 @@ Tests for L{dicomecho.server.reuseport} and the C{reuseport:} endpoint plugin: t
 parser and the listening socket it makes (on a L{MemoryReactor}), then two
 real C{twistd dicomecho} processes sharing one port.
 
-L{runEchoes} and L{countAccepted} are used by L{tests.test_systemd} too.
+L{runEchoes} and L{countAccepted} are in L{tests.support.reuse}, shared with
+L{tests.test_systemd}.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ import re
 import socket
 import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 from twisted.internet.endpoints import serverFromString
@@ -29,10 +28,7 @@ from twisted.python.usage import UsageError
 from dicomecho.server.reuseport import ReusePortListenError, ReusePortServerEndpoint
 from tests.support.peers import requireEchoscu
 from tests.support.processes import BIN, ROOT, TIMEOUT, Server, freePort, servers  # noqa: F401 (fixture)
-
-#: Associations run at once by L{runEchoes}.
-CONCURRENCY = 8
-
+from tests.support.reuse import countAccepted
 
 # --- the parser ---------------------------------------------------------------
 
@@ -260,60 +256,6 @@ def test_listenErrorHints() -> None:
 
 
 # --- real processes -------------------------------------------------------------
-
-
-def runEchoes(port: int, count: int) -> None:
-    """
-    Run C{count} associations with DCMTK echoscu (each: associate, C-ECHO,
-    release) against 127.0.0.1:C{port}, L{CONCURRENCY} at a time; fail if
-    any does not succeed.
-    """
-    echoscu = requireEchoscu()
-
-    def one(_: int) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [echoscu, "-aec", "ECHOSCP", "-to", "10", "-ta", "10", "-td", "10",
-             "127.0.0.1", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            stdin=subprocess.DEVNULL,
-        )
-
-    with ThreadPoolExecutor(CONCURRENCY) as pool:
-        results = list(pool.map(one, range(count)))
-    failed = [r for r in results if r.returncode != 0]
-    assert not failed, f"{len(failed)} of {count} echoes failed: {failed[0].stderr}"
-
-
-ACCEPTING = "Accepting Association"
-
-
-def countAccepted(
-    processes: Sequence[Server], port: int, batch: int = 40, limit: int = 200
-) -> list[int]:
-    """
-    Run associations in batches of C{batch} until every process has
-    accepted at least one, or C{limit} have run; return how many each
-    accepted (their C{-v} "Accepting Association" lines), once they add up
-    to the number run (bounded wait).
-    """
-    before = [p.count(ACCEPTING) for p in processes]
-    total = 0
-    counts = [0] * len(processes)
-    while total < limit:
-        runEchoes(port, batch)
-        total += batch
-        deadline = time.monotonic() + 10
-        while True:
-            counts = [p.count(ACCEPTING) - b for p, b in zip(processes, before)]
-            if sum(counts) >= total or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        assert sum(counts) == total, (counts, total)
-        if all(counts):
-            break
-    return counts
 
 
 TWISTD = [str(BIN / "twistd"), "--pidfile=", "-n", "dicomecho"]

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
@@ -23,56 +22,23 @@ from dicomecho.security.access import AccessList
 from dicomecho.security.credentials import Credentials, hashPasscode
 from dicomecho.association.fsm import State
 from dicomecho.security.identity import (
-    CredentialsChecker,
     IdentityRefused,
     IUserIdentityChecker,
     UserIdentityMode,
 )
-from dicomecho.wire.items import PresentationContextRQ, UserIdentityAC, UserIdentityRQ, UserInformation
+from dicomecho.server.identitycheck import CredentialsChecker
+from dicomecho.wire.items import UserIdentityAC, UserIdentityRQ
 from dicomecho.observability.logs import consoleObserver, jsonObserver
-from dicomecho.wire.pdu import Abort, AssociateAC, AssociateRJ, AssociateRQ, ReleaseRP, ReleaseRQ
-from dicomecho.server.protocol import DICOMServerFactory
-from tests.support.harness import IMPLICIT, VERIFICATION, Harness, echo, responses
+from dicomecho.wire.pdu import Abort, AssociateAC, AssociateRJ, ReleaseRP, ReleaseRQ
+from dicomecho.server.factory import DICOMServerFactory
+from tests.support.admission import connect, request  # noqa: F401 (fixture)
+from tests.support.harness import echo, responses
 
 PASSCODE = b"S3cr3t-Pa55-\xc3\xa9"
 
 
-@pytest.fixture
-def connect(clock: Clock) -> Iterator[Any]:
-    harnesses: list[Harness] = []
-
-    def build(host: str = "127.0.0.1", factory: DICOMServerFactory | None = None, **options: Any) -> Harness:
-        if factory is None:
-            factory = DICOMServerFactory(clock=clock, **options)
-        if host.startswith("/"):
-            peer: Any = UNIXAddress(host)
-        elif ":" in host:
-            peer = IPv6Address("TCP", host, 40000)
-        else:
-            peer = IPv4Address("TCP", host, 40000)
-        harness = Harness(factory, clock, peer)
-        harnesses.append(harness)
-        return harness
-
-    yield build
-    for harness in harnesses:
-        if harness.protocol.state is not State.STA1 or harness.transport.connected:
-            harness.close()
-
-
 def ours(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [e for e in events if e.get("dicomEvent") == name]
-
-
-def request(calling: str = "SCU", identity: UserIdentityRQ | None = None) -> AssociateRQ:
-    return AssociateRQ(
-        "ECHOSCP",
-        calling,
-        presentationContexts=(PresentationContextRQ(1, VERIFICATION, (IMPLICIT,)),),
-        userInformation=UserInformation(
-            maximumLength=16384, implementationClassUID="1.2.3", userIdentity=identity
-        ),
-    )
 
 
 def userPass(user: bytes = b"alice", passcode: bytes = PASSCODE, positive: int = 0) -> UserIdentityRQ:

@@ -27,12 +27,12 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from dicomecho.security.access import AccessList
 from dicomecho.observability.logs import jsonObserver, renderEcho
 from dicomecho.wire.pdu import Abort, ReleaseRQ, encode
-from dicomecho.server.protocol import DICOMServerFactory
+from dicomecho.server.factory import DICOMServerFactory
 from tests.support.helpers import fixtureBytes, logLevelSet
 from tests.support.peers import requireEchoscu
 from tests.support.processes import LISTENING, TIMEOUT, Server, servers, start, tcpSockets  # noqa: F401 (fixture)
 from tests.support.harness import Harness, echo, rq
-from tests.test_proxy import Proxied, v1Header, v2Header
+from tests.support.proxyheaders import Proxied, v1Header, v2Header
 
 SUMMARY_FORMAT = "Association from {peer}: {outcome} ({reason})"
 

@@ -33,7 +33,7 @@ import pytest
 
 from tests.support.peers import requireEchoscu
 from tests.support.processes import BIN, ROOT, TIMEOUT, Server, servers  # noqa: F401 (fixture)
-from tests.test_reuseport import ACCEPTING, countAccepted, runEchoes
+from tests.support.reuse import ACCEPTING, countAccepted, runEchoes
 
 UNITS = ROOT / "examples" / "systemd"
 SOCKET_UNIT = UNITS / "dicomecho.socket"

@@ -1,6 +1,7 @@
 """
 Tests for L{dicomecho.server.tap} and the twistd plugin: every option and its
-echoscp alias, every usage error, the services built, plugin discovery.
+echoscp alias, every usage error (the values of L{dicomecho.server.optionvalues}
+among them), the services built, plugin discovery.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from twisted.python.usage import UsageError
 
 from dicomecho.observability.logs import logLevel, setLogLevel
 from dicomecho.association.negotiation import TransferSyntaxPreference, transferSyntaxOrder
-from dicomecho.server.protocol import DICOMServerFactory
-from dicomecho.server.tap import DICOMListeningService, Options, makeService, translateAliases
+from dicomecho.server.factory import DICOMServerFactory
+from dicomecho.server.commandline import translateAliases
+from dicomecho.server.services import DICOMEchoService, DICOMListeningService, ThreadPoolService
+from dicomecho.server.tap import IDENTITY_THREADS, Options, makeService
 
 
 @pytest.fixture(autouse=True)
@@ -87,8 +90,8 @@ def test_parametersAndAliases(short: str, long: str, value: str, key: str, expec
 )
 def test_preferenceFlags(short: str, long: str, preference: TransferSyntaxPreference) -> None:
     """
-    The transfer syntax flags select the preference orders of reference
-    §1.4, by either spelling.
+    The transfer syntax flags select echoscp's preference orders, by
+    either spelling.
     """
     assert parse(short)["transferSyntaxes"] is preference
     assert parse(long)["transferSyntaxes"] is preference
@@ -216,6 +219,34 @@ def test_makeService() -> None:
     top.startService()
     assert [port[0] for port in reactor.tcpServers] == [0, 1]
     top.stopService()
+
+
+def test_makeServiceParentAndIdentityThreads(tmp_path: Any) -> None:
+    """
+    The parent is a L{DICOMEchoService} with the shutdown grace and the
+    reactor; with user identities checked, a L{ThreadPoolService} of
+    IDENTITY_THREADS threads comes first, then the listening services.
+    """
+    users = tmp_path / "users.txt"
+    done = subprocess.run(
+        [sys.executable, "-m", "dicomecho.passwd", "--no-passcode", str(users), "modality"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    reactor = MemoryReactor()
+    options = parse(
+        "--shutdown-grace", "7", "--user-identity", "required", "--credentials", str(users),
+        "--listen", "tcp:0",
+    )
+    top = makeService(options, reactor)
+    assert isinstance(top, DICOMEchoService)
+    assert (top.grace, top.reactor) == (7.0, reactor)
+    threads, listener = list(top)
+    assert isinstance(threads, ThreadPoolService) and isinstance(listener, DICOMListeningService)
+    assert (threads.pool.max, threads.pool.name) == (IDENTITY_THREADS, "dicomecho-identity")
+    assert listener.factory is top.factory
+    plain = makeService(parse("--listen", "tcp:0"), reactor)
+    assert not any(isinstance(s, ThreadPoolService) for s in plain)
 
 
 def test_pluginDiscovered() -> None:

@@ -1,6 +1,8 @@
 # -*- test-case-name: tests.test_tls -*-
 """
-Tests for L{dicomecho.security.tls} and the C{dicomtls:} endpoint plugin.
+Tests for L{dicomecho.security.tls} (the BCP 195 settings, the session
+information) and L{dicomecho.security.tlsfailures} (why a handshake
+failed).
 
 Handshakes are real (OpenSSL on both sides) but in memory: the server is
 the L{DICOMTLSProtocol} that L{DICOMTLSServerEndpoint.listen} builds, on a
@@ -9,49 +11,44 @@ C{ssl} module over memory BIOs, so that it can be made old-fashioned (TLS
 1.0, weak suites) independently of pyOpenSSL. L{_handshake} moves bytes
 between them until neither has anything more to say (bounded).
 
-The C{peer} tests run C{python -m dicomecho --listen dicomtls:...} in a
-subprocess and talk to it with DCMTK's C{echoscu} and with pynetdicom.
+The C{dicomtls:} description and the real peers are in
+L{tests.test_tlsendpoint}.
 """
 
 from __future__ import annotations
 
-import re
 import ssl
-import subprocess
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import succeed
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IHandshakeListener, IStreamServerEndpointStringParser
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor, StringTransport
-from twisted.plugin import getPlugins
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.python.usage import UsageError
 from zope.interface import implementer
 
 from dicomecho.security.tls import (
     BCP195_CIPHERS,
-    FIRST_BYTES,
-    DICOMTLSProtocol,
-    DICOMTLSServerEndpoint,
     TLSConfigurationError,
-    describeHandshakeFailure,
     serverContextFactory,
     tlsSessionInfo,
 )
+from dicomecho.security.tlsfailures import (
+    HandshakeFailure,
+    TLSFailureKind,
+    classifyHandshakeFailure,
+    handshakeTimeout,
+)
+from dicomecho.server.tlsendpoint import FIRST_BYTES, DICOMTLSProtocol, DICOMTLSServerEndpoint
 from tests.support.helpers import fixtureBytes
-from tests.support.peers import ECHOSCU_TIMEOUT_OPTIONS, requireEchoscu, requirePynetdicom
-from tests.support.processes import ROOT, Server
 from tests.support.tlscerts import CLIENT_SUBJECT, TestPKI
 
 ROOT_ISSUER = "CN=dicomecho test root CA,O=dicomecho tests"
@@ -119,7 +116,8 @@ class Recorder(Protocol):
         # What protocol.py does on a failed handshake.
         self.atLoss = tlsSessionInfo(self.transport)
         firstBytes = self.transport.firstBytes  # type: ignore[union-attr]
-        self.description = describeHandshakeFailure(reason, firstBytes)
+        self.failure = classifyHandshakeFailure(reason, firstBytes)
+        self.description = self.failure.sentence
 
 
 class RecorderFactory(Factory):
@@ -505,11 +503,13 @@ def test_plainDICOM(mutual: Any) -> None:
     assert connection.recorder.reason is not None
     assert connection.recorder.reason.check(SSL.Error)
     assert connection.recorder.description == "plain DICOM (an A-ASSOCIATE-RQ) on the TLS port"
+    assert connection.recorder.failure.kind is TLSFailureKind.PLAIN_DICOM
 
 
 def test_http(mutual: Any) -> None:
     connection = _raw(mutual, b"GET / HTTP/1.1\r\nHost: pacs\r\n\r\n")
     assert connection.recorder.description == "HTTP on the TLS port"
+    assert connection.recorder.failure.kind is TLSFailureKind.HTTP
 
 
 def test_proxyHeader(mutual: Any) -> None:
@@ -597,67 +597,118 @@ def test_failedHandshakeSendsAlertThenCloses(pki: TestPKI, mutual: Any) -> None:
     assert not connection.transport.disconnected  # loseConnection, no abort
 
 
-# --- describeHandshakeFailure and tlsSessionInfo alone ------------------------
+# --- classifyHandshakeFailure and tlsSessionInfo alone -----------------------
 
 
 def _sslError(*reasons: str) -> SSL.Error:
     return SSL.Error([("SSL routines", "", reason) for reason in reasons])
 
 
+K = TLSFailureKind
+
+
 @pytest.mark.parametrize(
-    "reasons, expected",
+    "reasons, kind, expected",
     [
-        (["unsupported protocol"], "the client offered only TLS versions below 1.2"),
-        (["version too low"], "the client offered only TLS versions below 1.2"),
-        (["no shared cipher"], "no cipher suite in common"),
-        (["peer did not return a certificate"], "no client certificate (one is required)"),
+        (["unsupported protocol"], K.OLD_VERSION, "the client offered only TLS versions below 1.2"),
+        (["version too low"], K.OLD_VERSION, "the client offered only TLS versions below 1.2"),
+        (["no shared cipher"], K.NO_SHARED_CIPHER, "no cipher suite in common"),
+        (
+            ["peer did not return a certificate"],
+            K.NO_CLIENT_CERTIFICATE,
+            "no client certificate (one is required)",
+        ),
         (
             ["certificate verify failed"],
+            K.UNTRUSTED_CERTIFICATE,
             "the client certificate is not trusted (certificate verify failed)",
         ),
         (
             ["tlsv1 alert unknown ca"],
+            K.SERVER_CERTIFICATE_REJECTED,
             "the client rejected our certificate (tlsv1 alert unknown ca)",
         ),
         (
             ["bad key share", "bad key share", "other"],
+            K.OTHER,
             "TLS handshake failed: bad key share; other",
         ),
     ],
 )
-def test_describeOpenSSLReasons(reasons: list[str], expected: str) -> None:
+def test_classifyOpenSSLReasons(reasons: list[str], kind: TLSFailureKind, expected: str) -> None:
     error = _sslError(*reasons)
-    assert describeHandshakeFailure(error, b"\x16\x03\x01") == expected
-    assert describeHandshakeFailure(Failure(error), b"\x16\x03\x01") == expected
+    assert classifyHandshakeFailure(error, b"\x16\x03\x01") == HandshakeFailure(kind, expected)
+    assert classifyHandshakeFailure(Failure(error), b"\x16\x03\x01") == HandshakeFailure(kind, expected)
+    assert str(classifyHandshakeFailure(error, b"\x16\x03\x01")) == expected
 
 
-def test_describeOtherFailures() -> None:
-    assert describeHandshakeFailure(ConnectionAborted()) == (
-        "the connection was aborted during the TLS handshake"
+@pytest.mark.parametrize(
+    "reason, firstBytes, kind, expected",
+    [
+        (ConnectionAborted(), b"", K.CLOSED, "the connection was aborted during the TLS handshake"),
+        (ConnectionDone(), b"\x16", K.CLOSED, "the client closed the connection during the TLS handshake"),
+        (ConnectionLost(), b"", K.CLOSED, "the client closed the connection without sending anything"),
+        (RuntimeError("boom"), b"", K.OTHER, "TLS handshake failed: RuntimeError: boom"),
+        (SSL.Error([]), b"", K.OTHER, "TLS handshake failed: Error"),
+    ],
+)
+def test_classifyOtherFailures(
+    reason: BaseException, firstBytes: bytes, kind: TLSFailureKind, expected: str
+) -> None:
+    assert classifyHandshakeFailure(reason, firstBytes) == HandshakeFailure(kind, expected)
+
+
+def test_handshakeTimeout() -> None:
+    """
+    The ACSE timeout cut the handshake short: kind C{timeout}, the timeout
+    in the sentence.
+    """
+    assert handshakeTimeout(2) == HandshakeFailure(
+        K.TIMEOUT, "handshake not completed within 2 s (ACSE timeout)"
     )
-    assert describeHandshakeFailure(ConnectionDone(), b"\x16") == (
-        "the client closed the connection during the TLS handshake"
-    )
-    assert describeHandshakeFailure(RuntimeError("boom")) == (
-        "TLS handshake failed: RuntimeError: boom"
-    )
-    assert describeHandshakeFailure(SSL.Error([])) == "TLS handshake failed: Error"
+    assert handshakeTimeout(0.5).sentence == "handshake not completed within 0.5 s (ACSE timeout)"
 
 
-def test_describeFirstBytesWin() -> None:
+@pytest.mark.parametrize(
+    "firstBytes, kind, expected",
+    [
+        (b"\x01\x00\x00\x00\x00\xcd", K.PLAIN_DICOM, "plain DICOM (an A-ASSOCIATE-RQ) on the TLS port"),
+        (b"POST /x HTTP/1.1", K.HTTP, "HTTP on the TLS port"),
+        (
+            b"\r\n\r\n\x00\r\nQUIT\n\x21\x11",
+            K.OTHER,
+            "a PROXY protocol header on the TLS port (not expected here)",
+        ),
+        (
+            b"PROXY TCP4 10.0.0.1",
+            K.OTHER,
+            "a PROXY protocol header on the TLS port (not expected here)",
+        ),
+        (b"\x80\x2e\x01\x03\x01", K.OLD_VERSION, "an SSLv2-format ClientHello (a very old client)"),
+        (b"SSH-2.0-x", K.OTHER, "not TLS on the TLS port (first bytes 53 53 48 2d 32 2e 30 2d)"),
+    ],
+)
+def test_classifyFirstBytesWin(firstBytes: bytes, kind: TLSFailureKind, expected: str) -> None:
     """
     What the client sent first decides, whatever OpenSSL made of it.
     """
     error = _sslError("packet length too long")
-    assert describeHandshakeFailure(error, b"\x01\x00\x00\x00\x00\xcd") == (
-        "plain DICOM (an A-ASSOCIATE-RQ) on the TLS port"
-    )
-    assert describeHandshakeFailure(error, b"POST /x HTTP/1.1") == "HTTP on the TLS port"
-    proxy2 = b"\r\n\r\n\x00\r\nQUIT\n\x21\x11"
-    assert describeHandshakeFailure(error, proxy2).startswith("a PROXY protocol header")
-    assert describeHandshakeFailure(error, b"\x80\x2e\x01\x03\x01") == (
-        "an SSLv2-format ClientHello (a very old client)"
-    )
+    assert classifyHandshakeFailure(error, firstBytes) == HandshakeFailure(kind, expected)
+
+
+def test_firstBytesOfATLSRecordLeaveItToOpenSSL() -> None:
+    """
+    A TLS record, even of an unknown version, is judged by OpenSSL's
+    reasons; plain DICOM, HTTP and PROXY headers are named even when the
+    connection merely closed.
+    """
+    error = _sslError("wrong version number")
+    for firstBytes in (b"\x16\x03\x01", b"\x16\x01\x00", b"\x16"):
+        assert classifyHandshakeFailure(error, firstBytes).sentence == (
+            "TLS handshake failed: wrong version number"
+        )
+    assert classifyHandshakeFailure(ConnectionDone(), b"\x01\x00").kind is K.PLAIN_DICOM
+    assert classifyHandshakeFailure(ConnectionDone(), b"SSH-2.0").kind is K.CLOSED
 
 
 def test_sessionInfoOfOtherTransports() -> None:
@@ -745,265 +796,3 @@ def test_encryptedKey(pki: TestPKI, tmp_path: Path) -> None:
 def test_requireClientCertWithoutCAs(pki: TestPKI) -> None:
     with pytest.raises(TLSConfigurationError, match="requireClientCert needs caCerts"):
         serverContextFactory(pki.serverKey, pki.serverCert, None, True)
-
-
-# --- the dicomtls: endpoint description ---------------------------------------
-
-
-def _description(pki: TestPKI, port: int | str = 2762, **extra: str) -> str:
-    arguments = {"privateKey": pki.serverKey, "certKey": pki.serverCert, **extra}
-    return f"dicomtls:{port}:" + ":".join(f"{k}={v}" for k, v in arguments.items())
-
-
-def test_pluginFound() -> None:
-    parsers = [
-        p for p in getPlugins(IStreamServerEndpointStringParser) if p.prefix == "dicomtls"
-    ]
-    assert len(parsers) == 1
-
-
-def test_serverFromString(pki: TestPKI) -> None:
-    """
-    C{dicomtls:PORT:...} builds a L{DICOMTLSServerEndpoint} on a TCP4
-    endpoint on all IPv4 interfaces with C{tcp:}'s backlog, and listening
-    wraps the factory in L{DICOMTLSProtocol}s.
-    """
-    reactor = MemoryReactor()
-    endpoint = serverFromString(reactor, _description(pki, caCerts=pki.caCert))
-    assert isinstance(endpoint, DICOMTLSServerEndpoint)
-    assert isinstance(endpoint.wrappedEndpoint, TCP4ServerEndpoint)
-    assert endpoint.contextFactory.verify and endpoint.contextFactory.requireCertificate
-    endpoint.listen(RecorderFactory())
-    port, factory, backlog, interface = reactor.tcpServers[0]
-    assert (port, backlog, interface) == (2762, 50, "")
-    assert factory.protocol is DICOMTLSProtocol
-
-
-def test_serverFromStringOptions(pki: TestPKI) -> None:
-    reactor = MemoryReactor()
-    endpoint = serverFromString(
-        reactor,
-        _description(
-            pki,
-            0,
-            caCerts=pki.caCert,
-            requireClientCert="no",
-            interface="\\:\\:1",
-            backlog="200",
-        ),
-    )
-    assert isinstance(endpoint.wrappedEndpoint, TCP6ServerEndpoint)
-    assert endpoint.contextFactory.verify
-    assert not endpoint.contextFactory.requireCertificate
-    endpoint.listen(RecorderFactory())
-    assert reactor.tcpServers[0][0::2] == (0, 200) and reactor.tcpServers[0][3] == "::1"
-
-
-def test_proxyOption(pki: TestPKI) -> None:
-    """
-    proxy=yes puts Twisted's PROXY-protocol layer under the TLS layer (the
-    header comes first, in the clear); proxy=maybe is refused.
-    """
-    from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
-
-    reactor = MemoryReactor()
-    endpoint = serverFromString(reactor, _description(pki, 0, proxy="yes"))
-    endpoint.listen(RecorderFactory())
-    outer = reactor.tcpServers[0][1]
-    assert isinstance(outer, HAProxyWrappingFactory)
-    assert type(outer.wrappedFactory).__name__ == "TLSMemoryBIOFactory"
-    with pytest.raises(ValueError, match="proxy='maybe' is not yes"):
-        serverFromString(MemoryReactor(), _description(pki, 0, proxy="maybe"))
-
-
-@pytest.mark.parametrize(
-    "description, error, message",
-    [
-        ("dicomtls:2762:certKey={cert}", ValueError, "privateKey= is required"),
-        ("dicomtls:privateKey={key}:certKey={cert}", ValueError, "exactly one port"),
-        ("dicomtls:https:privateKey={key}:certKey={cert}", ValueError, "port='https'"),
-        ("dicomtls:70000:privateKey={key}:certKey={cert}", ValueError, "from 0 to 65535"),
-        (
-            "dicomtls:2762:privateKey={key}:certKey={cert}:cert=x",
-            ValueError,
-            "unknown argument 'cert'",
-        ),
-        ("dicomtls:2762:privateKey={key}:certKey={cert}:backlog=0", ValueError, "backlog='0'"),
-        (
-            "dicomtls:2762:privateKey={key}:certKey={cert}:requireClientCert=maybe",
-            ValueError,
-            "requireClientCert='maybe' is not yes, no",
-        ),
-        (
-            "dicomtls:2762:privateKey={key}:certKey={cert}:requireClientCert=yes",
-            TLSConfigurationError,
-            "requireClientCert needs caCerts",
-        ),
-        (
-            "dicomtls:2762:privateKey=/nonexistent/x.key:certKey={cert}",
-            TLSConfigurationError,
-            "cannot read the private key file '/nonexistent/x.key': No such file",
-        ),
-    ],
-)
-def test_parserErrors(pki: TestPKI, description: str, error: type, message: str) -> None:
-    text = description.format(key=pki.serverKey, cert=pki.serverCert)
-    with pytest.raises(error, match=re.escape(message)):
-        serverFromString(MemoryReactor(), text)
-
-
-@pytest.mark.parametrize(
-    "value, required",
-    [("YES", True), ("true", True), ("1", True), ("No", False), ("false", False), ("0", False)],
-)
-def test_requireClientCertSpellings(pki: TestPKI, value: str, required: bool) -> None:
-    endpoint = serverFromString(
-        MemoryReactor(), _description(pki, caCerts=pki.caCert, requireClientCert=value)
-    )
-    assert endpoint.contextFactory.requireCertificate is required
-
-
-def test_listenOptionErrorIsUsageError(pki: TestPKI) -> None:
-    """
-    C{--listen} with a broken C{dicomtls:} description is a usage error
-    that names the problem.
-    """
-    from dicomecho.server.tap import Options
-
-    with pytest.raises(UsageError, match="requireClientCert needs caCerts"):
-        Options().parseOptions(["--listen", _description(pki, requireClientCert="yes")])
-
-
-def test_pluginModuleImportLight() -> None:
-    """
-    Importing the plugin module (as every getPlugins() call may) imports
-    neither the reactor nor dicomecho.security.tls and its TLS libraries.
-    """
-    code = (
-        "import sys, twisted.plugins.dicomecho_tls as m; "
-        "print(sorted(n for n in ('twisted.internet.reactor', 'dicomecho.security.tls', "
-        "'OpenSSL', 'cryptography') if n in sys.modules))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
-
-
-# --- real peers ---------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tlsServer(pki: TestPKI) -> Iterator[Server]:
-    """
-    One C{python -m dicomecho -d} on dicomtls:0 (127.0.0.1), requiring
-    client certificates from our CA, for all the peer tests.
-    """
-    description = _description(pki, 0, interface="127.0.0.1", caCerts=pki.caCert)
-    server = Server([sys.executable, "-m", "dicomecho", "-d", "--listen", description])
-    try:
-        server.port()
-    except AssertionError:
-        server.stop()
-        raise
-    yield server
-    assert server.stop() == 0, server.output()
-
-
-def _echoscu(echoscu: str, port: int, *options: str) -> tuple[int, str]:
-    completed = subprocess.run(
-        [echoscu, "-d", *ECHOSCU_TIMEOUT_OPTIONS, *options, "127.0.0.1", str(port)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    return completed.returncode, completed.stdout + completed.stderr
-
-
-@pytest.mark.peer
-@pytest.mark.parametrize(
-    "profile, version, suite",
-    [
-        # DCMTK 3.6.7's default, "Non-downgrading BCP 195": TLS 1.3 offered.
-        ([], "TLSv1.3", "TLS_AES_256_GCM_SHA384"),
-        # "Extended BCP 195": TLS 1.2 only, ECDHE-AES-GCM suites.
-        (["+pz"], "TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384"),
-    ],
-    ids=["default-profile", "tls1.2-profile"],
-)
-def test_echoscu(
-    pki: TestPKI, tlsServer: Server, profile: list[str], version: str, suite: str
-) -> None:
-    """
-    DCMTK echoscu, with a client certificate, gets its C-ECHO answered over
-    TLS; the server logs the client's subject.
-    """
-    echoscu = requireEchoscu()
-    since = len(tlsServer.lines)
-    status, output = _echoscu(
-        echoscu,
-        tlsServer.port(),
-        *profile,
-        "+tls",
-        pki.clientKey,
-        pki.clientCert,
-        "+cf",
-        pki.caCert,
-    )
-    assert status == 0, output
-    assert re.search(rf"Protocol\s*: {re.escape(version)}", output), output
-    assert re.search(rf"Ciphersuite\s*: {re.escape(suite)}", output), output
-    assert "Received Echo Response (Success)" in output
-    tlsServer.waitFor(re.escape(CLIENT_SUBJECT), since=since)
-
-
-@pytest.mark.peer
-def test_echoscuRefused(pki: TestPKI, tlsServer: Server) -> None:
-    """
-    echoscu without TLS, and with a certificate from another CA: refused,
-    and the server says why.
-    """
-    echoscu = requireEchoscu()
-    since = len(tlsServer.lines)
-    status, output = _echoscu(echoscu, tlsServer.port())
-    assert status != 0, output
-    tlsServer.waitFor(r"plain DICOM \(an A-ASSOCIATE-RQ\) on the TLS port", since=since)
-
-    since = len(tlsServer.lines)
-    status, output = _echoscu(
-        echoscu, tlsServer.port(), "+tls", pki.rogueKey, pki.rogueCert, "+cf", pki.caCert
-    )
-    assert status != 0, output
-    tlsServer.waitFor(r"the client certificate is not trusted", since=since)
-
-
-@pytest.mark.peer
-def test_pynetdicom(pki: TestPKI, tlsServer: Server) -> None:
-    """
-    pynetdicom over TLS (the standard library's ssl) with a client
-    certificate: C-ECHO status 0x0000.
-    """
-    pynetdicom = requirePynetdicom()
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.load_verify_locations(pki.caCert)
-    context.load_cert_chain(pki.clientCert, pki.clientKey)
-    since = len(tlsServer.lines)
-    ae = pynetdicom.AE(ae_title="PYNETDICOM")
-    ae.add_requested_context("1.2.840.10008.1.1")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
-    assoc = ae.associate(
-        "127.0.0.1", tlsServer.port(), ae_title="ECHOSCP", tls_args=(context, "localhost")
-    )
-    try:
-        assert assoc.is_established
-        status = assoc.send_c_echo()
-        assert status.Status == 0x0000
-        assert assoc.dul.socket.socket.version() == "TLSv1.3"
-    finally:
-        if assoc.is_established:
-            assoc.release()
-        else:
-            assoc.abort()
-        ae.shutdown()
-    tlsServer.waitFor(re.escape(CLIENT_SUBJECT), since=since)

@@ -10,22 +10,19 @@ from dataclasses import FrozenInstanceError, dataclass
 import pytest
 from zope.interface.verify import verifyClass, verifyObject
 
-from dicomecho.association.dimse import (
+from dicomecho.association.commandset import (
     NO_DATA_SET,
     CommandField,
     CommandSetError,
-    DIMSEMessage,
-    MessageAssembler,
     Status,
     decodeCommandSet,
     encodeCommandSet,
-    fragment,
     tag,
 )
+from dicomecho.association.dimse import DIMSEMessage, DIMSEResponse, MessageAssembler, fragment
 from dicomecho.wire.pdu import PDataTF, PDUType, decodePDU
 from dicomecho.services.verification import (
     VERIFICATION_SOP_CLASS,
-    DIMSEResponse,
     IServiceResponder,
     VerificationResponder,
 )
@@ -115,9 +112,9 @@ def test_capturedRoundTrip(session: str) -> None:
 
 def test_responseFields() -> None:
     """
-    The C-ECHO-RSP carries exactly the reference §6.1 fields: class UID
+    The C-ECHO-RSP carries exactly the fields pynetdicom's does: class UID
     copied, 0x8030, the MessageID answered, no data set, status 0; no
-    MessageID of its own.
+    MessageID of its own (PS3.7 Table 9.3-13).
     """
     response = VerificationResponder().handle(echo(65535), Context())
     assert response == DIMSEResponse(
@@ -169,7 +166,7 @@ def test_missingRequiredElement(missing: str) -> None:
 def test_dataSetIgnored() -> None:
     """
     A data set attached to a C-ECHO-RQ is ignored: the response is the same
-    as without it and carries no data set (reference §6.1).
+    as without it and carries no data set.
     """
     plain = VerificationResponder().handle(echo(4), Context())
     request = echo(4, CommandDataSetType=0)

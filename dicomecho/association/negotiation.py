@@ -17,7 +17,7 @@ made here as PS3.8 asks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Iterable, Mapping
 
@@ -30,6 +30,7 @@ from dicomecho.wire.items import (
     PresentationResult,
     UserInformation,
 )
+from dicomecho.wire.userinfo import UserIdentityAC
 from dicomecho.wire.pdu import (
     DICOM_APPLICATION_CONTEXT,
     AssociateAC,
@@ -59,8 +60,9 @@ __all__ = [
     "Acceptance",
     "Rejection",
     "InvalidAssociateRequest",
-    "AcceptanceCache",
     "localLimitRejection",
+    "identityRejection",
+    "withIdentityResponse",
     "negotiate",
 ]
 
@@ -330,6 +332,28 @@ def _rejection(
     return Rejection(rq, AssociateRJ(result, source, reason), why)
 
 
+def _callingRejection(
+    rq: AssociateRQ, policy: AssociationPolicy, peerHost: str | None
+) -> Rejection | None:
+    """
+    Calling AE title not recognized (PS3.8 Table 9-21): not among the
+    allowed titles, or not allowed from this source address.
+    """
+    if policy.allowedCallingAETitles and rq.callingAETitle not in policy.allowedCallingAETitles:
+        why = f"calling AE title {rq.callingAETitle!r} is not allowed"
+    elif not policy.access.admits(rq.callingAETitle, peerHost):
+        why = f"calling AE title {rq.callingAETitle!r} is not allowed from {peerHost}"
+    else:
+        return None
+    return _rejection(
+        rq,
+        RejectResult.PERMANENT,
+        RejectSource.SERVICE_USER,
+        RejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
+        why,
+    )
+
+
 def _checkAcceptable(
     rq: AssociateRQ, policy: AssociationPolicy, atCapacity: bool, peerHost: str | None
 ) -> Rejection | None:
@@ -364,25 +388,9 @@ def _checkAcceptable(
             RejectReason.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED,
             why,
         )
-    if (
-        policy.allowedCallingAETitles
-        and rq.callingAETitle not in policy.allowedCallingAETitles
-    ):
-        return _rejection(
-            rq,
-            RejectResult.PERMANENT,
-            RejectSource.SERVICE_USER,
-            RejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
-            f"calling AE title {rq.callingAETitle!r} is not allowed",
-        )
-    if not policy.access.admits(rq.callingAETitle, peerHost):
-        return _rejection(
-            rq,
-            RejectResult.PERMANENT,
-            RejectSource.SERVICE_USER,
-            RejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
-            f"calling AE title {rq.callingAETitle!r} is not allowed from {peerHost}",
-        )
+    callingRefused = _callingRejection(rq, policy, peerHost)
+    if callingRefused is not None:
+        return callingRefused
     if policy.requireCalledAETitle and rq.calledAETitle != policy.aeTitle:
         return _rejection(
             rq,
@@ -412,6 +420,32 @@ def localLimitRejection(
         RejectReason.LOCAL_LIMIT_EXCEEDED,
         why,
     )
+
+
+def identityRejection(acceptance: Acceptance, why: str) -> Rejection:
+    """
+    The rejection of an association whose user identity was refused or
+    missing (PS3.7 D.3.3.7): permanent, ACSE service-provider, no reason
+    given (PS3.8 Table 9-21).
+    """
+    return _rejection(
+        acceptance.rq,
+        RejectResult.PERMANENT,
+        RejectSource.SERVICE_PROVIDER_ACSE,
+        RejectReason.ACSE_NO_REASON_GIVEN,
+        why,
+    )
+
+
+def withIdentityResponse(acceptance: Acceptance, response: bytes) -> Acceptance:
+    """
+    C{acceptance} with a User Identity sub-item (0x59) in its AC carrying
+    C{response}: sent when the requestor asked for a positive response
+    (PS3.7 D.3.3.7.2).
+    """
+    ac = acceptance.ac
+    info = replace(ac.userInformation, userIdentityResponse=UserIdentityAC(response))
+    return replace(acceptance, ac=replace(ac, userInformation=info))
 
 
 def _chooseTransferSyntax(
@@ -515,72 +549,3 @@ def negotiate(
         presentationContexts=tuple(answers),
     )
     return Acceptance(rq, ac, contexts, peerMax)
-
-
-class AcceptanceCache:
-    """
-    The acceptances of recent A-ASSOCIATE-RQs, with their encoded ACs, by
-    the bytes of the request's body.
-
-    Decoding a request, negotiating it and encoding the AC are pure, and an
-    SCU sends the same request every time: an acceptance found here is the
-    one the full path would give (the key is the whole body, so the AC's
-    fields copied from the request, its AE titles and reserved field, are
-    always the requestor's own), as long as the policy is the same and the
-    server is not at capacity (both the caller's to check, the policy by
-    passing it). Only acceptances are kept: rejections and invalid requests
-    take the full path, and are logged as such. This saved a third of the
-    CPU of a whole association (benchmarks/hotpath.py: 70 to 47 us).
-
-    Each entry also holds an object the caller shares among the
-    associations accepted this way (the protocol keeps its
-    L{dicomecho.association.replay.ResponseReplayer} there: the same request, policy
-    and acceptance give the same responses).
-
-    Bounded: at most C{maxEntries} requests of at most C{maxBodyLength}
-    bytes; the oldest entry makes room for a new one.
-
-    What the body does not decide stays the caller's to check on a hit:
-    the source address against the policy's access list, and a user
-    identity, which is never answered from here (the protocol neither
-    looks up nor remembers a request whose identity it checks).
-    """
-
-    def __init__(self, maxEntries: int = 64, maxBodyLength: int = 16384) -> None:
-        self.maxEntries = maxEntries
-        self.maxBodyLength = maxBodyLength
-        self._policy: AssociationPolicy | None = None
-        self._entries: dict[bytes, tuple[Acceptance, bytes, object]] = {}
-
-    def get(
-        self, body: bytes, policy: AssociationPolicy
-    ) -> tuple[Acceptance, bytes, object] | None:
-        """
-        The acceptance of the request with this body under C{policy}, its
-        encoded AC and the shared object, if known.
-        """
-        if policy is not self._policy:
-            return None
-        return self._entries.get(body)
-
-    def remember(
-        self,
-        body: bytes,
-        policy: AssociationPolicy,
-        acceptance: Acceptance,
-        ac: bytes,
-        shared: object = None,
-    ) -> None:
-        """
-        Keep the acceptance of the request with this body under C{policy},
-        its encoded AC, and an object to share.
-        """
-        if len(body) > self.maxBodyLength or self.maxEntries <= 0:
-            return
-        entries = self._entries
-        if policy is not self._policy:
-            entries.clear()
-            self._policy = policy
-        if body not in entries and len(entries) >= self.maxEntries:
-            del entries[next(iter(entries))]
-        entries[body] = (acceptance, ac, shared)

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_logs -*-
 """
-The text of echoscp's C{-d} blocks (reference §9.2, the format of
-pynetdicom's C{_handlers.py}) for A-ASSOCIATE-RQ/AC/RJ, A-ABORT and DIMSE
+The text of echoscp's C{-d} blocks (the format of pynetdicom's
+C{_handlers.py}) for A-ASSOCIATE-RQ/AC/RJ, A-ABORT and DIMSE
 messages, and the escaping that keeps peer-chosen strings from forging log
 lines. Pure: strings in, lines out; L{dicomecho.observability.logs} adds levels and
 prefixes.
@@ -16,6 +16,15 @@ from pydicom.uid import UID
 from dicomecho.association.dimse import CommandField, DIMSEMessage, tag
 from dicomecho.wire.items import PresentationContextRQ, UserInformation
 from dicomecho.wire.pdu import AssociateAC, AssociateRQ
+from dicomecho.wire.vocabulary import (
+    NO_VALUE,
+    abortReasonEchoscp,
+    abortSourceEchoscp,
+    contextResultEchoscp,
+    rejectReasonEchoscp,
+    rejectResultEchoscp,
+    rejectSourceEchoscp,
+)
 
 __all__ = [
     "MAX_VALUE_LENGTH",
@@ -146,46 +155,8 @@ def _hexDump(data: bytes, prefix: str = "    ", maxSize: int = 512) -> list[str]
 
 
 
-# --- the PDU blocks (reference §9.2, pynetdicom's _handlers.py) ---------------
+# --- the PDU blocks (pynetdicom's _handlers.py) --------------------------------
 
-_REJECT_RESULTS = {1: "Rejected (Permanent)", 2: "Rejected (Transient)"}
-_REJECT_SOURCES = {
-    1: "DUL service-user",
-    2: "DUL service-provider (ACSE related)",
-    3: "DUL service-provider (presentation related)",
-}
-_REJECT_REASONS: dict[int, dict[int, str]] = {
-    1: {
-        1: "No reason given",
-        2: "Application context name not supported",
-        3: "Calling AE title not recognised",
-        7: "Called AE title not recognised",
-        **{n: "Reserved" for n in (4, 5, 6, 8, 9, 10)},
-    },
-    2: {1: "No reason given", 2: "Protocol version not supported"},
-    3: {
-        1: "Temporary congestion",
-        2: "Local limit exceeded",
-        **{n: "Reserved" for n in (0, 3, 4, 5, 6, 7)},
-    },
-}
-_ABORT_SOURCES = {0: "DUL service-user", 1: "Reserved", 2: "DUL service-provider"}
-_ABORT_REASONS = {
-    0: "No reason given",
-    1: "Unrecognised PDU",
-    2: "Unexpected PDU",
-    3: "Reserved",
-    4: "Unrecognised PDU parameter",
-    5: "Unexpected PDU parameter",
-    6: "Invalid PDU parameter value",
-}
-_CONTEXT_RESULTS = {
-    0: "Accepted",
-    1: "User Rejection",
-    2: "Provider Rejection",
-    3: "Rejected - Abstract Syntax Not Supported",
-    4: "Rejected - Transfer Syntax Not Supported",
-}
 _IDENTITY_TYPES = {
     1: "Username",
     2: "Username/Password",
@@ -193,7 +164,6 @@ _IDENTITY_TYPES = {
     4: "SAML",
     5: "JSON Web Token",
 }
-_NO_VALUE = "(no value available)"
 
 
 def _role(info: UserInformation | None, abstractSyntax: str | None) -> str:
@@ -251,12 +221,12 @@ def _identityLines(info: UserInformation | None) -> list[str]:
     primary = identity.primaryField
     lines = [
         "Requested User Identity Negotiation:",
-        f"  Authentication Mode: {kind} - {_IDENTITY_TYPES.get(kind, _NO_VALUE)}",
+        f"  Authentication Mode: {kind} - {_IDENTITY_TYPES.get(kind, NO_VALUE)}",
     ]
     if kind in (1, 2):
         lines.append(f"  Username: [{_peerText(primary)}]")
     if kind == 2:
-        # Never the passcode itself (reference §10 item 9).
+        # Never the passcode itself: it is a secret.
         lines.append(f"  Password: [{len(identity.secondaryField)} bytes hidden]")
     elif kind == 3:
         lines.append(f"  Kerberos Service Ticket (not dumped) length: {len(primary)}")
@@ -266,6 +236,22 @@ def _identityLines(info: UserInformation | None) -> list[str]:
         lines.append(f"  JSON Web Token (not dumped) length: {len(primary)}")
     answer = "Yes" if identity.positiveResponseRequested else "None"
     lines.append(f"  Positive Response Requested: {answer}")
+    return lines
+
+
+def _commonExtendedLines(info: UserInformation | None) -> list[str]:
+    common = info.sopClassCommonExtendedNegotiations if info is not None else ()
+    if not common:
+        return ["Requested Common Extended Negotiation: None"]
+    lines = ["Requested Common Extended Negotiation:"]
+    for item in common:
+        lines.append(f"  SOP Class: ={_uidName(item.sopClassUID)}")
+        lines.append(f"    Service Class: ={_uidName(item.serviceClassUID)}")
+        if item.relatedGeneralSOPClassUIDs:
+            lines.append("    Related General SOP Class(es):")
+            lines.extend(f"      ={_uidName(uid)}" for uid in item.relatedGeneralSOPClassUIDs)
+        else:
+            lines.append("    Related General SOP Classes: None")
     return lines
 
 
@@ -302,21 +288,7 @@ def associateRQLines(rq: AssociateRQ) -> list[str]:
         )
         lines.extend(f"      ={_uidName(ts)}" for ts in syntaxes)
     lines.extend(_extendedLines(info, "Requested Extended Negotiation"))
-    common = info.sopClassCommonExtendedNegotiations if info is not None else ()
-    if common:
-        lines.append("Requested Common Extended Negotiation:")
-        for item in common:
-            lines.append(f"  SOP Class: ={_uidName(item.sopClassUID)}")
-            lines.append(f"    Service Class: ={_uidName(item.serviceClassUID)}")
-            if item.relatedGeneralSOPClassUIDs:
-                lines.append("    Related General SOP Class(es):")
-                lines.extend(
-                    f"      ={_uidName(uid)}" for uid in item.relatedGeneralSOPClassUIDs
-                )
-            else:
-                lines.append("    Related General SOP Classes: None")
-    else:
-        lines.append("Requested Common Extended Negotiation: None")
+    lines.extend(_commonExtendedLines(info))
     lines.extend(
         _asyncLines(info, "Requested Asynchronous Operations Window Negotiation")
     )
@@ -366,7 +338,7 @@ def associateACLines(rq: AssociateRQ | None, ac: AssociateAC) -> list[str]:
         ),
     ]
     for item in sorted(ac.presentationContexts, key=lambda item: item.contextID):
-        result = _CONTEXT_RESULTS.get(item.result, _NO_VALUE)
+        result = contextResultEchoscp(item.result)
         proposed = requested.get(item.contextID)
         lines.append(f"  Context ID:        {item.contextID} ({result})")
         lines.append(_abstractLine(proposed))
@@ -393,9 +365,9 @@ def associateRJLines(result: int, source: int, diagnostic: int) -> list[str]:
     return [
         "Reject Parameters:",
         banner("OUTGOING A-ASSOCIATE-RJ PDU"),
-        f"Result:    {_REJECT_RESULTS.get(result, _NO_VALUE)}",
-        f"Source:    {_REJECT_SOURCES.get(source, _NO_VALUE)}",
-        f"Reason:    {_REJECT_REASONS.get(source, {}).get(diagnostic, _NO_VALUE)}",
+        f"Result:    {rejectResultEchoscp(result)}",
+        f"Source:    {rejectSourceEchoscp(source)}",
+        f"Reason:    {rejectReasonEchoscp(source, diagnostic)}",
         banner("END A-ASSOCIATE-RJ PDU"),
     ]
 
@@ -406,16 +378,11 @@ def abortLines(direction: str, source: int, reason: int | None) -> list[str]:
 
     @param direction: C{"INCOMING"} or C{"OUTGOING"}.
     """
-    reasonText = (
-        _ABORT_REASONS.get(reason, _NO_VALUE)  # type: ignore[arg-type]
-        if source == 2
-        else _NO_VALUE
-    )
     return [
         "Abort Parameters:",
         banner(f"{direction} A-ABORT PDU"),
-        f"Abort Source: {_ABORT_SOURCES.get(source, _NO_VALUE)}",
-        f"Abort Reason: {reasonText}",
+        f"Abort Source: {abortSourceEchoscp(source)}",
+        f"Abort Reason: {abortReasonEchoscp(source, reason)}",
         banner("END A-ABORT PDU"),
     ]
 

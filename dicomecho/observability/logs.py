@@ -7,10 +7,6 @@ the PDUs, the outcome); see the event table in README.rst. The echoscp
 C{I:}/C{D:}/C{E:} text and the JSON lines are two renderings of the same
 events.
 
-L{log} emits through a filter on the C{dicomecho} namespace, so
-C{-q}/C{-v}/C{-d}/C{-ll} take effect under any runner and any observer
-(twistd's, ours, a test's).
-
 L{renderEcho} turns one event into pynetdicom C{echoscp}'s lines: the first
 letter of the level, a colon, a space, the text (reference §1.3), and under
 C{-d} the C{D:} blocks echoscp prints for PDUs and DIMSE messages (reference
@@ -31,20 +27,26 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, TextIO
 
 from twisted.logger import (
-    FilteringLogObserver,
-    ILogFilterPredicate,
     ILogObserver,
     LogEvent,
-    Logger,
     LogLevel,
-    PredicateResult,
     formatEvent,
-    globalLogPublisher,
 )
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dicomecho.association.dimse import DIMSEMessage
+from dicomecho.association.outcome import Outcome
+from dicomecho.observability.events import EventName
+from dicomecho.observability.levels import (
+    LOG_LEVEL_NAMES,
+    NAMESPACE,
+    isEnabled,
+    log,
+    logLevel,
+    passes,
+    setLogLevel,
+)
 from dicomecho.observability.logblocks import (
     abortLines,
     associateACLines,
@@ -76,102 +78,6 @@ __all__ = [
     "jsonRecord",
 ]
 
-NAMESPACE = "dicomecho"
-
-#: echoscp's -ll names (pynetdicom's docs also say "warning").
-LOG_LEVEL_NAMES: dict[str, LogLevel] = {
-    "critical": LogLevel.critical,
-    "error": LogLevel.error,
-    "warn": LogLevel.warn,
-    "warning": LogLevel.warn,
-    "info": LogLevel.info,
-    "debug": LogLevel.debug,
-}
-
-
-@implementer(ILogFilterPredicate)
-class _LevelFilter:
-    """
-    Pass dicomecho events at or above the current level; C{None} (quiet)
-    passes none. Other namespaces are left to the observer.
-    """
-
-    def __init__(self) -> None:
-        self.level: LogLevel | None = None
-        #: The levels that pass, as a set: a membership test is cheaper than
-        #: ordering L{LogLevel}s, and callers test it per PDU.
-        self.enabled: frozenset[LogLevel] = frozenset()
-        self.setLevel(LogLevel.info)
-
-    def setLevel(self, level: LogLevel | None) -> None:
-        self.level = level
-        self.enabled = frozenset(
-            () if level is None else (each for each in LogLevel.iterconstants() if each >= level)
-        )
-
-    def passes(self, level: LogLevel, always: object = False) -> bool:
-        """
-        Whether an event at C{level} passes; one flagged C{always} (a
-        security warning at start-up) passes at any level but quiet.
-        """
-        return level in self.enabled or (bool(always) and self.level is not None)
-
-    def __call__(self, event: LogEvent) -> PredicateResult:
-        if self.passes(event["log_level"], event.get("dicomAlways")):
-            return PredicateResult.maybe
-        return PredicateResult.no
-
-
-_filter = _LevelFilter()
-
-
-class _LevelGatedLogger(Logger):
-    """
-    A L{Logger} that drops an event below the current level before Twisted
-    builds it. Several info events are emitted per association while the
-    command line's default level is error: building and filtering them cost
-    about a tenth of an association's CPU (benchmarks/hotpath.py).
-    """
-
-    def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
-        if level in _filter.enabled or _filter.passes(level, kwargs.get("dicomAlways")):
-            Logger.emit(self, level, format, **kwargs)
-
-
-#: The logger every dicomecho module emits through.
-log: Logger = _LevelGatedLogger(
-    namespace=NAMESPACE,
-    observer=FilteringLogObserver(globalLogPublisher, [_filter]),
-)
-
-
-def setLogLevel(level: LogLevel | None) -> None:
-    """
-    Set the least severe level dicomecho emits; C{None} emits nothing
-    (echoscp's C{-q}). The default, for library use, is C{info}.
-    """
-    _filter.setLevel(level)
-
-
-def logLevel() -> LogLevel | None:
-    """
-    The current level, or C{None} when quiet.
-    """
-    return _filter.level
-
-
-def isEnabled(level: LogLevel) -> bool:
-    """
-    Whether an event at C{level} would be emitted; lets callers skip
-    building expensive events (the C{-d} blocks).
-    """
-    return level in _filter.enabled
-
-
-# --- rendering helpers ---------------------------------------------------------
-
-#: A rendered line before its prefix: the level whose letter prefixes it,
-#: or C{None} for a line printed as is (a traceback).
 _Line = tuple["LogLevel | None", str]
 
 def _prefixed(lines: Iterable[_Line]) -> list[str]:
@@ -347,7 +253,7 @@ def _renderSummary(event: LogEvent, level: LogLevel, debug: bool) -> list[_Line]
     if calling is None:
         return []
     outcome = str(event["outcome"])
-    if outcome != "released":
+    if outcome != Outcome.RELEASED.value:
         outcome += f" ({event['reason']})"
     messages = int(event["messages"])
     text = (
@@ -361,26 +267,26 @@ def _renderSummary(event: LogEvent, level: LogLevel, debug: bool) -> list[_Line]
 
 
 _RENDERERS: dict[str, _Renderer] = {
-    "startup": _renderStartup,
-    "listening": _renderListening,
-    "associate-rq": _renderAssociateRQ,
-    "association-accepted": _renderAccepted,
-    "association-rejected": _renderRejected,
-    "dimse-received": _renderDIMSE,
-    "association-released": _renderReleased,
-    "association-aborted": _renderAborted,
-    "association-aborting": _renderAborting,
-    "connection-closed": _renderClosed,
-    "timeout": _renderTimeout,
-    "invalid-pdu": _renderInvalid,
-    "responder-failed": _renderFailed,
-    "association-summary": _renderSummary,
+    EventName.STARTUP.value: _renderStartup,
+    EventName.LISTENING.value: _renderListening,
+    EventName.ASSOCIATE_RQ.value: _renderAssociateRQ,
+    EventName.ASSOCIATION_ACCEPTED.value: _renderAccepted,
+    EventName.ASSOCIATION_REJECTED.value: _renderRejected,
+    EventName.DIMSE_RECEIVED.value: _renderDIMSE,
+    EventName.ASSOCIATION_RELEASED.value: _renderReleased,
+    EventName.ASSOCIATION_ABORTED.value: _renderAborted,
+    EventName.ASSOCIATION_ABORTING.value: _renderAborting,
+    EventName.CONNECTION_CLOSED.value: _renderClosed,
+    EventName.TIMEOUT.value: _renderTimeout,
+    EventName.INVALID_PDU.value: _renderInvalid,
+    EventName.RESPONDER_FAILED.value: _renderFailed,
+    EventName.ASSOCIATION_SUMMARY.value: _renderSummary,
 }
 
 #: Events whose JSON C{text} is their format string, not their console
 #: line: the summary's JSON record keeps the text it had before the
 #: console showed it (its fields say the rest).
-_JSON_TEXT_IS_FORMAT = frozenset({"association-summary"})
+_JSON_TEXT_IS_FORMAT = frozenset({EventName.ASSOCIATION_SUMMARY.value})
 
 
 _LEVELS = frozenset(LogLevel.iterconstants())
@@ -410,7 +316,7 @@ def _render(event: LogEvent, debug: bool) -> list[_Line]:
         if level < LogLevel.warn:
             return []
         return _formatted(level, event) + _tracebackLines(event)
-    if not _filter.passes(level, event.get("dicomAlways")):
+    if not passes(level, event.get("dicomAlways")):
         return []
     renderer = _RENDERERS.get(event.get("dicomEvent"))  # type: ignore[arg-type]
     if renderer is not None:
@@ -441,7 +347,9 @@ def logStartup(version: str) -> None:
     event, at debug level, under every entry point.
     """
     if isEnabled(LogLevel.debug):
-        log.debug("dicomecho v{version}", dicomEvent="startup", peer="", version=version)
+        log.debug(
+            "dicomecho v{version}", dicomEvent=EventName.STARTUP.value, peer="", version=version
+        )
 
 
 # --- observers ------------------------------------------------------------------------

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
-from dicomecho.observability.stats import ABORT_SOURCES, DURATION_BUCKETS, REJECT_REASONS, TLS_FAILURE_KINDS
+from dicomecho.observability.stats import ABORT_SOURCES, DURATION_BUCKETS
+from dicomecho.security.tlsfailures import TLSFailureKind
+from dicomecho.wire.vocabulary import REJECT_LABELS
 
 __all__ = ["DICOMEchoCollector", "metricsRegistry", "metricsResource", "metricsSite"]
 
@@ -40,50 +42,30 @@ class DICOMEchoCollector:
         return []
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         stats = [f.stats for f in self.factories]
-
-        def total(name: str) -> int:
-            return sum(getattr(s, name) for s in stats)
-
-        def merged(name: str) -> dict[str, int]:
-            out: dict[str, int] = {}
-            for s in stats:
-                for key, value in getattr(s, name).items():
-                    out[key] = out.get(key, 0) + value
-            return out
 
         def counter(name: str, doc: str, value: int) -> Any:
             return CounterMetricFamily(f"{_NAMESPACE}_{name}", doc, value=value)
 
-        def labelled(name: str, doc: str, label: str, known: Iterable[str], counts: dict[str, int]) -> Any:
-            family = CounterMetricFamily(f"{_NAMESPACE}_{name}", doc, labels=[label])
-            for value, count in _labels(known, counts):
-                family.add_metric([value], count)
-            return family
-
-        yield counter("associations_accepted", "Associations accepted (A-ASSOCIATE-AC sent).", total("accepted"))
-        yield labelled(
+        yield counter("associations_accepted", "Associations accepted (A-ASSOCIATE-AC sent).", _total(stats, "accepted"))
+        yield _labelled(
             "associations_rejected",
             "Associations rejected (A-ASSOCIATE-RJ sent), by reason.",
             "reason",
-            [*REJECT_REASONS.values(), "other"],
-            merged("rejected"),
+            REJECT_LABELS,
+            _merged(stats, "rejected"),
         )
-        yield labelled(
+        yield _labelled(
             "associations_aborted",
             "Established associations aborted: by us (local), by the peer's "
             "A-ABORT (peer), or by the connection dropping (transport).",
             "source",
             ABORT_SOURCES.values(),
-            merged("aborted"),
+            _merged(stats, "aborted"),
         )
-        yield counter("associations_released", "Associations released (A-RELEASE completed).", total("released"))
+        yield counter("associations_released", "Associations released (A-RELEASE completed).", _total(stats, "released"))
         yield counter(
             "echoes_answered",
             "DIMSE requests answered (C-ECHO, and refusals of other commands).",
@@ -92,14 +74,14 @@ class DICOMEchoCollector:
         yield counter(
             "connections_refused",
             "Connections closed on connect: source not in the allow-list.",
-            total("refusedConnections"),
+            _total(stats, "refusedConnections"),
         )
-        yield labelled(
+        yield _labelled(
             "tls_handshake_failures",
             "TLS handshakes that failed, by kind.",
             "kind",
-            sorted({kind for _, kind in TLS_FAILURE_KINDS} | {"other"}),
-            merged("tlsFailures"),
+            [kind.value for kind in TLSFailureKind],
+            {kind.value: count for kind, count in _merged(stats, "tlsFailures").items()},
         )
         yield GaugeMetricFamily(
             f"{_NAMESPACE}_associations_active",
@@ -111,21 +93,52 @@ class DICOMEchoCollector:
             "Connections open now, associated or not.",
             value=sum(f.openConnections for f in self.factories),
         )
-        counts = [0] * (len(DURATION_BUCKETS) + 1)
-        durationSum = 0.0
-        for s in stats:
-            counts = [a + b for a, b in zip(counts, s.durationCounts)]
-            durationSum += s.durationSum
-        cumulative, buckets = 0, []
-        for bound, count in zip([*map(str, DURATION_BUCKETS), "+Inf"], counts):
-            cumulative += count
-            buckets.append((bound, cumulative))
-        yield HistogramMetricFamily(
-            f"{_NAMESPACE}_association_duration_seconds",
-            "How long established associations lasted, from A-ASSOCIATE-AC to their end.",
-            buckets=buckets,
-            sum_value=durationSum,
-        )
+        yield _durations(stats)
+
+
+def _total(stats: list[Any], name: str) -> int:
+    return sum(getattr(s, name) for s in stats)
+
+
+def _merged(stats: list[Any], name: str) -> dict[Any, int]:
+    out: dict[Any, int] = {}
+    for s in stats:
+        for key, value in getattr(s, name).items():
+            out[key] = out.get(key, 0) + value
+    return out
+
+
+def _labelled(name: str, doc: str, label: str, known: Iterable[str], counts: dict[str, int]) -> Any:
+    from prometheus_client.core import CounterMetricFamily
+
+    family = CounterMetricFamily(f"{_NAMESPACE}_{name}", doc, labels=[label])
+    for value, count in _labels(known, counts):
+        family.add_metric([value], count)
+    return family
+
+
+def _durations(stats: list[Any]) -> Any:
+    """
+    The association duration histogram of all C{stats}, cumulative as
+    Prometheus wants it.
+    """
+    from prometheus_client.core import HistogramMetricFamily
+
+    counts = [0] * (len(DURATION_BUCKETS) + 1)
+    durationSum = 0.0
+    for s in stats:
+        counts = [a + b for a, b in zip(counts, s.durationCounts)]
+        durationSum += s.durationSum
+    cumulative, buckets = 0, []
+    for bound, count in zip([*map(str, DURATION_BUCKETS), "+Inf"], counts):
+        cumulative += count
+        buckets.append((bound, cumulative))
+    return HistogramMetricFamily(
+        f"{_NAMESPACE}_association_duration_seconds",
+        "How long established associations lasted, from A-ASSOCIATE-AC to their end.",
+        buckets=buckets,
+        sum_value=durationSum,
+    )
 
 
 def metricsRegistry(*factories: Any) -> Any:

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
+from dicomecho.association.outcome import Outcome
+from dicomecho.security.tlsfailures import TLSFailureKind
+from dicomecho.wire.vocabulary import rejectLabel
+
 __all__ = [
     "DURATION_BUCKETS",
-    "REJECT_REASONS",
     "ABORT_SOURCES",
-    "TLS_FAILURE_KINDS",
     "ServerStats",
-    "rejectReasonLabel",
-    "tlsFailureKind",
 ]
 
 #: Upper bounds (seconds) of the association duration histogram: a C-ECHO
@@ -31,55 +31,14 @@ DURATION_BUCKETS: tuple[float, ...] = (
     10.0, 30.0, 60.0, 300.0,
 )
 
-#: A-ASSOCIATE-RJ (result, source, reason) to label (PS3.8 Table 9-21).
-REJECT_REASONS: dict[tuple[int, int, int], str] = {
-    (1, 1, 2): "application-context",
-    (1, 1, 3): "calling-ae-title",
-    (1, 1, 7): "called-ae-title",
-    (1, 2, 1): "user-identity",
-    (1, 2, 2): "protocol-version",
-    (2, 3, 2): "local-limit",
+#: How an established association was aborted (the label), by connection
+#: outcome; any other outcome but release counts as C{local}.
+ABORT_SOURCES: dict[Outcome, str] = {
+    Outcome.ABORTED: "local",
+    Outcome.ABORTED_BY_PEER: "peer",
+    Outcome.CONNECTION_LOST: "transport",
 }
-
-#: How an established association was aborted, by connection outcome.
-ABORT_SOURCES: dict[str, str] = {
-    "aborted": "local",
-    "aborted-by-peer": "peer",
-    "connection-lost": "transport",
-}
-
-#: TLS handshake failure kinds, by words of the failure's description.
-TLS_FAILURE_KINDS: tuple[tuple[str, str], ...] = (
-    ("plain DICOM", "plain-dicom"),
-    ("HTTP", "http"),
-    ("below 1.2", "old-version"),
-    ("SSLv2", "old-version"),
-    ("no client certificate", "no-client-certificate"),
-    ("not trusted", "untrusted-certificate"),
-    ("no cipher suite", "no-shared-cipher"),
-    ("ACSE timeout", "timeout"),
-    ("rejected our certificate", "server-certificate-rejected"),
-    ("closed the connection", "closed"),
-    ("aborted during", "closed"),
-)
-
-
-def rejectReasonLabel(result: int, source: int, reason: int) -> str:
-    """
-    The label for an A-ASSOCIATE-RJ, C{other} for an unlisted one.
-    """
-    return REJECT_REASONS.get((result, source, reason), "other")
-
-
-def tlsFailureKind(description: str) -> str:
-    """
-    The kind of a TLS failure from its one-line description, C{other} if
-    none matches.
-    """
-    for words, kind in TLS_FAILURE_KINDS:
-        if words in description:
-            return kind
-    return "other"
+_LOCAL = ABORT_SOURCES[Outcome.ABORTED]
 
 
 class ServerStats:
@@ -95,9 +54,11 @@ class ServerStats:
         #: Messages answered on connections already closed (live ones are
         #: the factory's to add).
         self.messagesOfClosed = 0
+        #: By metric label (L{dicomecho.wire.vocabulary.rejectLabel}).
         self.rejected: dict[str, int] = {}
+        #: By label of L{ABORT_SOURCES}.
         self.aborted: dict[str, int] = {}
-        self.tlsFailures: dict[str, int] = {}
+        self.tlsFailures: dict[TLSFailureKind, int] = {}
         #: Histogram: counts per bucket of L{DURATION_BUCKETS}, plus one for
         #: +Inf; their sum and count.
         self.durationCounts = [0] * (len(DURATION_BUCKETS) + 1)
@@ -107,17 +68,20 @@ class ServerStats:
         self.accepted += 1
 
     def associationRejected(self, result: int, source: int, reason: int) -> None:
-        label = rejectReasonLabel(result, source, reason)
+        label = rejectLabel(result, source, reason)
         self.rejected[label] = self.rejected.get(label, 0) + 1
 
     def connectionRefused(self) -> None:
         self.refusedConnections += 1
 
-    def tlsFailed(self, description: str) -> None:
-        kind = tlsFailureKind(description)
+    def tlsFailed(self, kind: TLSFailureKind) -> None:
+        """
+        A TLS handshake failed; C{kind} is its
+        L{HandshakeFailure.kind <dicomecho.security.tlsfailures.HandshakeFailure>}.
+        """
         self.tlsFailures[kind] = self.tlsFailures.get(kind, 0) + 1
 
-    def connectionEnded(self, outcome: str, messages: int, duration: float | None) -> None:
+    def connectionEnded(self, outcome: Outcome, messages: int, duration: float | None) -> None:
         """
         A connection closed with C{outcome} (the association summary's)
         after C{messages} messages; C{duration} is how long its association
@@ -126,10 +90,10 @@ class ServerStats:
         self.messagesOfClosed += messages
         if duration is None:
             return
-        if outcome == "released":
+        if outcome is Outcome.RELEASED:
             self.released += 1
         else:
-            source = ABORT_SOURCES.get(outcome, "local")
+            source = ABORT_SOURCES.get(outcome, _LOCAL)
             self.aborted[source] = self.aborted.get(source, 0) + 1
         self.durationCounts[bisect_left(DURATION_BUCKETS, duration)] += 1
         self.durationSum += duration

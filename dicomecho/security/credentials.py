@@ -10,7 +10,8 @@ A credentials file holds one user a line::
 
 C{alice} identifies with a username and passcode (User Identity Type 2):
 her passcode is stored as a salted scrypt hash, C{scrypt$N$r$p$SALT$KEY},
-SALT and KEY in standard base64. C{modality-7} has an empty hash and
+SALT and KEY in standard base64 (L{dicomecho.security.passcodes} makes and
+checks them). C{modality-7} has an empty hash and
 identifies with a username only (Type 1). A user with a passcode is not
 admitted by username alone.
 
@@ -29,26 +30,16 @@ line, and never quote a hash or a passcode.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import os
-import secrets
 import tempfile
 import threading
 import unicodedata
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping, Union
 
+from dicomecho.security.passcodes import PasscodeHash, dummyHash, hashPasscode, parseHash
+
 __all__ = [
-    "DEFAULT_N",
-    "DEFAULT_R",
-    "DEFAULT_P",
-    "SALT_LENGTH",
-    "KEY_LENGTH",
-    "MAX_COST",
     "MAX_USERNAME_LENGTH",
     "CredentialsError",
     "Credentials",
@@ -61,21 +52,7 @@ __all__ = [
 
 StrPath = Union[str, "os.PathLike[str]"]
 
-#: Default scrypt cost: about 16 MiB and a few tens of milliseconds a hash.
-DEFAULT_N = 2**14
-DEFAULT_R = 8
-DEFAULT_P = 1
-
-#: Bytes of random salt and of derived key in a hash written here.
-SALT_LENGTH = 16
-KEY_LENGTH = 32
-
-#: The largest scrypt cost accepted, as C{128 * n * r * p} bytes: 1 GiB.
-MAX_COST = 2**30
-
 MAX_USERNAME_LENGTH = 255
-
-_SCHEME = "scrypt"
 
 #: Unicode categories a username may not contain: controls, format
 #: characters (such as a byte order mark), surrogates, line and paragraph
@@ -103,126 +80,6 @@ class CredentialsError(ValueError):
         if lineNumber is not None:
             where = f"{where}, line {lineNumber}" if where else f"line {lineNumber}"
         super().__init__(f"{where}: {reason}" if where else reason)
-
-
-def _checkParameters(n: int, r: int, p: int) -> None:
-    """
-    Refuse scrypt parameters that are invalid or cost more than L{MAX_COST}.
-
-    @raise ValueError: If they are. The message quotes no value.
-    """
-    if n < 2 or n & (n - 1):
-        raise ValueError("scrypt n must be a power of two, at least 2")
-    if r < 1 or p < 1:
-        raise ValueError("scrypt r and p must be at least 1")
-    if 128 * n * r * p > MAX_COST:
-        raise ValueError("scrypt cost 128*n*r*p is over 1 GiB")
-    if n.bit_length() > 16 * r:
-        # RFC 7914 section 2: n must be less than 2**(128 * r / 8).
-        raise ValueError("scrypt n must be less than 2**(16*r)")
-
-
-@dataclass(frozen=True)
-class _Hash:
-    """
-    A parsed C{scrypt$N$r$p$SALT$KEY}.
-    """
-
-    n: int
-    r: int
-    p: int
-    salt: bytes
-    key: bytes
-
-    def matches(self, passcode: bytes) -> bool:
-        """
-        Whether C{passcode} derives C{key}, compared in constant time.
-        """
-        return hmac.compare_digest(_derive(passcode, self.n, self.r, self.p, self.salt), self.key)
-
-
-def _derive(passcode: bytes, n: int, r: int, p: int, salt: bytes) -> bytes:
-    """
-    Run scrypt, with a memory limit just above what C{n}, C{r}, C{p} need.
-    """
-    maxmem = 128 * r * (n + p + 2) + 2**20
-    return hashlib.scrypt(passcode, salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=KEY_LENGTH)
-
-
-def _decimal(text: str) -> int:
-    """
-    A positive decimal integer written in ASCII digits with no sign.
-
-    @raise ValueError: If C{text} is not one.
-    """
-    if not (text.isascii() and text.isdigit()) or len(text) > 10 or text[0] == "0":
-        raise ValueError
-    return int(text)
-
-
-def _parseHash(hashText: str) -> _Hash:
-    """
-    Parse a C{scrypt$N$r$p$SALT$KEY}.
-
-    @raise ValueError: If it is not one; the message quotes none of it.
-    """
-    fields = hashText.split("$")
-    if len(fields) != 6:
-        raise ValueError("malformed hash (expected scrypt$N$r$p$SALT$KEY)")
-    if fields[0] != _SCHEME:
-        raise ValueError("unsupported hash scheme (expected scrypt$N$r$p$SALT$KEY)")
-    try:
-        n, r, p = (_decimal(field) for field in fields[1:4])
-    except ValueError:
-        raise ValueError("malformed hash: N, r and p must be positive decimal integers") from None
-    _checkParameters(n, r, p)
-    try:
-        salt = base64.b64decode(fields[4], validate=True)
-    except binascii.Error:
-        raise ValueError("malformed hash: salt is not valid base64") from None
-    try:
-        key = base64.b64decode(fields[5], validate=True)
-    except binascii.Error:
-        raise ValueError("malformed hash: key is not valid base64") from None
-    if not salt:
-        raise ValueError("malformed hash: salt is empty")
-    if len(key) != KEY_LENGTH:
-        raise ValueError(f"malformed hash: key is not {KEY_LENGTH} bytes")
-    return _Hash(n, r, p, salt, key)
-
-
-def hashPasscode(
-    passcode: bytes,
-    *,
-    n: int = DEFAULT_N,
-    r: int = DEFAULT_R,
-    p: int = DEFAULT_P,
-    salt: bytes | None = None,
-) -> str:
-    """
-    Hash a passcode for a credentials file.
-
-    @param passcode: The passcode, as the SCU will send it.
-    @param n: scrypt CPU and memory cost, a power of two.
-    @param r: scrypt block size.
-    @param p: scrypt parallelization.
-    @param salt: The salt; by default L{SALT_LENGTH} random bytes.
-    @return: C{scrypt$N$r$p$SALT$KEY}.
-    @raise ValueError: If the parameters are invalid, or cost over
-        L{MAX_COST}, or C{salt} is empty, or the passcode holds a NUL byte
-        (see L{Credentials.verify}).
-    """
-    _checkParameters(n, r, p)
-    if b"\0" in passcode:
-        raise ValueError("a passcode may not contain NUL bytes")
-    if salt is None:
-        salt = secrets.token_bytes(SALT_LENGTH)
-    elif not salt:
-        raise ValueError("salt is empty")
-    key = _derive(passcode, n, r, p, salt)
-    encodedSalt = base64.b64encode(salt).decode("ascii")
-    encodedKey = base64.b64encode(key).decode("ascii")
-    return f"{_SCHEME}${n}${r}${p}${encodedSalt}${encodedKey}"
 
 
 def _usernameProblem(username: str) -> str | None:
@@ -268,7 +125,7 @@ def formatEntry(username: str, hashText: str) -> str:
     validateUsername(username)
     if hashText:
         try:
-            _parseHash(hashText)
+            parseHash(hashText)
         except ValueError as e:
             raise CredentialsError(f"user {username!r}: {e}") from None
     return f"{username}:{hashText}"
@@ -328,7 +185,7 @@ class Credentials:
 
     __slots__ = ("_entries", "_source", "_dummy")
 
-    def __init__(self, entries: Mapping[str, _Hash | None], source: str = "<credentials>"):
+    def __init__(self, entries: Mapping[str, PasscodeHash | None], source: str = "<credentials>"):
         """
         Use L{parse} or L{load}.
 
@@ -336,21 +193,14 @@ class Credentials:
             username-only user, in file order.
         @param source: Where they come from, for L{__repr__}.
         """
-        self._entries: Mapping[bytes, _Hash | None] = MappingProxyType(
+        self._entries: Mapping[bytes, PasscodeHash | None] = MappingProxyType(
             {username.encode("utf-8"): entry for username, entry in entries.items()}
         )
         self._source = source
         # Checked against for unknown and username-only users, so that a
-        # type 2 request costs one scrypt whoever it names. The key matches
-        # no passcode but with negligible probability, and is never used
+        # type 2 request costs one scrypt whoever it names; it is never used
         # to admit anyone.
-        self._dummy = _Hash(
-            DEFAULT_N,
-            DEFAULT_R,
-            DEFAULT_P,
-            secrets.token_bytes(SALT_LENGTH),
-            secrets.token_bytes(KEY_LENGTH),
-        )
+        self._dummy = dummyHash()
 
     @classmethod
     def parse(cls, text: str, source: str = "<credentials>") -> Credentials:
@@ -362,7 +212,7 @@ class Credentials:
         @return: The users.
         @raise CredentialsError: At the first bad line.
         """
-        entries: dict[str, _Hash | None] = {}
+        entries: dict[str, PasscodeHash | None] = {}
         firstLines: dict[str, int] = {}
         for index, line in enumerate(_splitLines(text)):
             lineNumber = index + 1
@@ -385,7 +235,7 @@ class Credentials:
             entry = None
             if hashText:
                 try:
-                    entry = _parseHash(hashText)
+                    entry = parseHash(hashText)
                 except ValueError as e:
                     raise CredentialsError(f"user {username!r}: {e}", source, lineNumber) from None
             firstLines[username] = lineNumber
@@ -562,15 +412,7 @@ def updateFile(
         C{None} with it.
     @raise OSError: If the file cannot be written.
     """
-    if delete:
-        if hashText is not None:
-            raise ValueError("hashText must be None to delete a user")
-        validateUsername(username)
-        newLine = None
-    else:
-        if hashText is None:
-            raise ValueError("hashText is required unless deleting")
-        newLine = formatEntry(username, hashText)
+    newLine = _changedEntry(username, hashText, delete)
     path = os.path.realpath(os.fspath(path))
     try:
         status: os.stat_result | None
@@ -578,7 +420,36 @@ def updateFile(
     except FileNotFoundError:
         status, text = None, ""
     Credentials.parse(text, path)
+    newText = _editedText(text, username, newLine, path)
+    _replaceFile(path, newText.encode("utf-8"), status)
 
+
+def _changedEntry(username: str, hashText: str | None, delete: bool) -> str | None:
+    """
+    The line C{username} will have, or C{None} to delete it; the arguments
+    are those of L{updateFile}.
+
+    @raise CredentialsError: If C{username} or C{hashText} is invalid.
+    @raise ValueError: If C{hashText} and C{delete} disagree.
+    """
+    if delete:
+        if hashText is not None:
+            raise ValueError("hashText must be None to delete a user")
+        validateUsername(username)
+        return None
+    if hashText is None:
+        raise ValueError("hashText is required unless deleting")
+    return formatEntry(username, hashText)
+
+
+def _editedText(text: str, username: str, newLine: str | None, path: str) -> str:
+    """
+    C{text} with C{username}'s line replaced by C{newLine} (appended if the
+    user is new, removed if C{newLine} is C{None}), every other line kept.
+
+    @raise CredentialsError: If C{newLine} is C{None} and there is no such
+        user.
+    """
     lines = _splitLines(text)
     if lines[-1] == "":
         # The file ends with a newline, or is empty.
@@ -597,8 +468,7 @@ def updateFile(
         # Keep a CRLF line ending.
         ending = "\r" if lines[position].endswith("\r") else ""
         lines[position] = newLine + ending
-    newText = "".join(line + "\n" for line in lines)
-    _replaceFile(path, newText.encode("utf-8"), status)
+    return "".join(line + "\n" for line in lines)
 
 
 def _replaceFile(path: str, data: bytes, previous: os.stat_result | None) -> None:

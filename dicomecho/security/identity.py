@@ -4,10 +4,9 @@ User Identity Negotiation on the acceptor side (PS3.7 D.3.3.7).
 
 L{UserIdentityMode} says whether the sub-item is ignored (echoscp's
 behaviour), checked when present, or required. An L{IUserIdentityChecker}
-decides about one identity; L{CredentialsChecker} checks types 1
-(username) and 2 (username and passcode) against a credentials file in a
-thread, and refuses the other types. L{FailureThrottle} slows down the
-answers to a source that keeps failing.
+decides about one identity (the server's checker of a credentials file is
+L{dicomecho.server.identitycheck.CredentialsChecker}). L{FailureThrottle}
+slows down the answers to a source that keeps failing.
 
 A refused identity gets A-ASSOCIATE-RJ rejected-permanent, source DICOM UL
 service-provider (ACSE related function), no-reason-given: PS3.7 D.3.3.7
@@ -19,27 +18,23 @@ reason.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import replace
 from enum import Enum
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Protocol
 
-from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IReactorTime
-from zope.interface import Interface, implementer
+from zope.interface import Interface
 
-from dicomecho.wire.items import UserIdentityAC, UserIdentityRQ
-from dicomecho.association.negotiation import Acceptance, Rejection
-from dicomecho.wire.pdu import AssociateRJ, RejectReason, RejectResult, RejectSource
+from dicomecho.wire.userinfo import UserIdentityRQ
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 __all__ = [
     "UserIdentityMode",
     "IDENTITY_TYPE_NAMES",
     "IdentityRefused",
     "IUserIdentityChecker",
-    "CredentialsChecker",
+    "TimeSource",
     "FailureThrottle",
-    "identityRejection",
-    "withIdentityResponse",
     "usernameText",
 ]
 
@@ -99,40 +94,13 @@ def usernameText(identity: UserIdentityRQ) -> str:
     return IDENTITY_TYPE_NAMES.get(identity.identityType, f"type {identity.identityType}")
 
 
-@implementer(IUserIdentityChecker)
-class CredentialsChecker:
+class TimeSource(Protocol):
     """
-    Checks types 1 and 2 against a L{dicomecho.security.credentials.CredentialsStore}
-    (scrypt, so in a thread, off the reactor); refuses types 3 to 5, which
-    need an identity provider this checker does not have.
-
-    @param runInThread: calls a function in a thread and returns a
-        L{Deferred} of its result, e.g. C{partial(deferToThreadPool,
-        reactor, reactor.getThreadPool())}; tests pass a synchronous one.
+    What L{FailureThrottle} needs of a clock: the C{seconds()} of Twisted's
+    C{IReactorTime}.
     """
 
-    def __init__(self, store: Any, runInThread: Callable[..., Deferred[Any]]) -> None:
-        self.store = store
-        self._runInThread = runInThread
-
-    def checkIdentity(self, identity: UserIdentityRQ, peerHost: str | None) -> Deferred[bytes]:
-        kind = identity.identityType
-        if kind not in (1, 2):
-            name = IDENTITY_TYPE_NAMES.get(kind)
-            what = f"type {kind} ({name})" if name else f"type {kind}"
-            return fail(IdentityRefused(f"user identity {what} is not supported"))
-        passcode = identity.secondaryField if kind == 2 else None
-        checked = self._runInThread(self.store.verify, identity.primaryField, passcode)
-        return checked.addCallback(self._verified, identity)
-
-    @staticmethod
-    def _verified(accepted: bool, identity: UserIdentityRQ) -> bytes:
-        if not accepted:
-            who = usernameText(identity)
-            if identity.identityType == 1:
-                raise IdentityRefused(f"user {who!r} is not accepted by username alone")
-            raise IdentityRefused(f"user {who!r}: unknown user or wrong passcode")
-        return b""
+    def seconds(self) -> float: ...
 
 
 class FailureThrottle:
@@ -146,7 +114,7 @@ class FailureThrottle:
 
     def __init__(
         self,
-        clock: IReactorTime,
+        clock: TimeSource,
         free: int = 3,
         maxDelay: float = 30.0,
         window: float = 900.0,
@@ -192,27 +160,3 @@ class FailureThrottle:
         Forget C{host}'s failures.
         """
         self._sources.pop(host, None)
-
-
-def identityRejection(acceptance: Acceptance, why: str) -> Rejection:
-    """
-    The rejection of an association whose user identity was refused or
-    missing (PS3.7 D.3.3.7): permanent, ACSE service-provider, no reason.
-    """
-    rj = AssociateRJ(
-        RejectResult.PERMANENT,
-        RejectSource.SERVICE_PROVIDER_ACSE,
-        RejectReason.ACSE_NO_REASON_GIVEN,
-    )
-    return Rejection(acceptance.rq, rj, why)
-
-
-def withIdentityResponse(acceptance: Acceptance, response: bytes) -> Acceptance:
-    """
-    C{acceptance} with a User Identity sub-item (0x59) in its AC carrying
-    C{response}: sent when the requestor asked for a positive response
-    (PS3.7 D.3.3.7.2).
-    """
-    ac = acceptance.ac
-    info = replace(ac.userInformation, userIdentityResponse=UserIdentityAC(response))
-    return replace(acceptance, ac=replace(ac, userInformation=info))

@@ -1,38 +1,66 @@
 # -*- test-case-name: tests.test_security -*-
 """
-Who gets served, for L{DICOMAssociationProtocol}: the source address
-check (at connect, or after a PROXY header), the TLS handshake's outcome,
-and the user identity check that holds an association in Sta3.
+Who gets served: the source address check (at connect, or once a PROXY
+header named the client), the TLS handshake's outcome, and the user
+identity check that holds an association in Sta3 (PS3.8 §9.2).
 
-L{AdmissionMixin} is part of the protocol class, split out to keep each
-module small; it relies on the protocol's state (C{_config}, C{_machine},
-C{_respond}, C{_peerHostPort} ...). The helpers below it are pure.
+L{Admission} is made only for a connection that needs it (an access list,
+TLS, a user identity to check), and talks to its protocol through
+L{AdmittedConnection} alone.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from enum import Enum
+from types import MappingProxyType
+from typing import Mapping, Protocol
 
 from twisted.internet.defer import maybeDeferred
-from twisted.internet.interfaces import INegotiated, ISSLTransport
-from twisted.logger import LogLevel
+from twisted.internet.interfaces import IDelayedCall, INegotiated, IReactorTime, ISSLTransport
 from twisted.python.failure import Failure
 
-from dicomecho.association.fsm import State
-from dicomecho.security.identity import (
-    IdentityRefused,
+from dicomecho.association.negotiation import (
+    Acceptance,
+    AssociationPolicy,
+    Rejection,
     identityRejection,
-    usernameText,
+    localLimitRejection,
     withIdentityResponse,
 )
-from dicomecho.wire.items import UserIdentityRQ
-from dicomecho.observability.logs import isEnabled, log
-from dicomecho.association.negotiation import Acceptance, Rejection, localLimitRejection
-from dicomecho.wire.pdu import AssociateRQ
+from dicomecho.association.outcome import Outcome
+from dicomecho.observability.events import (
+    emitConnectionClosed,
+    emitConnectionRefused,
+    emitIdentityCheckFailed,
+    emitIdentityThrottled,
+    emitTLSEstablished,
+    emitTLSRefused,
+)
+from dicomecho.observability.stats import ServerStats
+from dicomecho.security.identity import (
+    FailureThrottle,
+    IdentityRefused,
+    IUserIdentityChecker,
+    usernameText,
+)
+from dicomecho.security.tlsfailures import (
+    HandshakeFailure,
+    classifyHandshakeFailure,
+    handshakeTimeout,
+)
 from dicomecho.server.proxyheader import proxyLayerUnder
+from dicomecho.wire.userinfo import UserIdentityRQ
 
-__all__ = ["AdmissionMixin", "isTLSTransport", "behindProxy", "identityOf"]
+__all__ = [
+    "Admission",
+    "AdmissionPolicy",
+    "AdmittedConnection",
+    "TLSState",
+    "isTLSTransport",
+    "behindProxy",
+]
 
+_NO_TLS_INFO: Mapping[str, str | None] = MappingProxyType({})
 
 #: Whether a transport type is a TLS connection, by type: asking zope per
 #: connection cost 5% of an association (benchmarks/instructions.py).
@@ -57,147 +85,189 @@ def isTLSTransport(transport: object) -> bool:
 
 def behindProxy(transport: object) -> bool:
     """
-    Whether a PROXY-protocol layer is somewhere under C{transport} (see
-    L{dicomecho.server.proxyheader.proxyLayerUnder}).
+    Whether a PROXY-protocol layer is somewhere under C{transport}.
     """
     return proxyLayerUnder(transport) is not None
 
 
-def identityOf(rq: AssociateRQ) -> UserIdentityRQ | None:
-    info = rq.userInformation
-    return info.userIdentity if info is not None else None
-
-class AdmissionMixin:
+class TLSState(Enum):
     """
-    The protocol's admission steps (see the module docstring).
+    Where a TLS connection's handshake is.
     """
 
-    _config: Any
-    _machine: Any
-    _clock: Any
-    transport: Any
+    HANDSHAKE = "handshake"
+    DONE = "done"
+    FAILED = "failed"
 
-    def _firstDataBehindProxy(self, data: bytes) -> None:
-        """
-        The first bytes of a connection behind a PROXY-protocol listener:
-        the client's address is known now; admit it or refuse it.
-        """
-        if self._admitProxiedSource():
-            self.dataReceived(data)
 
-    def _admitProxiedSource(self) -> bool:
-        """
-        The PROXY header has been read: restore the protocol's own
-        C{dataReceived}, forget the balancer's address, and judge the
-        client's (L{_admitSource}).
-        """
-        del self.dataReceived
-        self._peerAddress = None
-        return self._admitSource()
+class AdmissionPolicy(Protocol):
+    """
+    What admission reads from the server (the factory provides it).
+    """
 
-    def _admitSource(self) -> bool:
+    policy: AssociationPolicy
+    stats: ServerStats
+    identityChecker: IUserIdentityChecker | None
+    identityThrottle: FailureThrottle
+    maxIdentityChecks: int
+    identityChecksInProgress: int
+    acseTimeout: float
+
+    @property
+    def atCapacity(self) -> bool: ...
+
+
+class AdmittedConnection(Protocol):
+    """
+    What admission asks of its protocol.
+    """
+
+    def peerHost(self) -> str: ...
+
+    def peerText(self) -> str: ...
+
+    def forgetPeerAddress(self) -> None: ...
+
+    def firstBytes(self) -> bytes: ...
+
+    def tlsSessionInfo(self) -> Mapping[str, str | None]: ...
+
+    def noteOutcome(self, outcome: Outcome, reason: str) -> None: ...
+
+    def forceClose(self) -> None: ...
+
+    def awaitingAnswer(self) -> bool: ...
+
+    def answerRequest(self, outcome: Acceptance | Rejection) -> None: ...
+
+
+class Admission:
+    """
+    One connection's admission state.
+
+    @ivar refused: set when the connection was turned away and that was
+        logged: its one log line, so no summary follows.
+    @ivar tlsState: a L{TLSState}, C{None} on a plain transport.
+    @ivar tlsInfo: the TLS session's fields for log events.
+    @ivar user: the user identity accepted (PS3.7 D.3.3.7), for the log.
+    @ivar waitingForProxy: the source is judged once the PROXY header
+        has been read, on the first byte after it.
+    """
+
+    __slots__ = (
+        "_connection", "_server", "_clock", "refused", "tlsState", "tlsInfo",
+        "user", "waitingForProxy", "_identityCall",
+    )
+
+    def __init__(
+        self, connection: AdmittedConnection, server: AdmissionPolicy, clock: IReactorTime
+    ) -> None:
+        self._connection = connection
+        self._server = server
+        self._clock = clock
+        self.refused = False
+        self.tlsState: TLSState | None = None
+        self.tlsInfo: Mapping[str, str | None] = _NO_TLS_INFO
+        self.user: str | None = None
+        self.waitingForProxy = False
+        self._identityCall: IDelayedCall | None = None
+
+    # --- source address ---------------------------------------------------------
+
+    def admitSource(self) -> bool:
         """
         Whether the peer's address is admitted by the access list; if not,
         refuse the connection.
         """
-        access = self._config.policy.access
-        if access.admitsSource(self._peerHostPort()[0]):
+        access = self._server.policy.access
+        if access.admitsSource(self._connection.peerHost()):
             return True
-        self._refuse(f"source address not allowed (allowed: {access.describe()})")
+        self.refuse(f"source address not allowed (allowed: {access.describe()})")
         return False
 
-    def _refuse(self, why: str) -> None:
+    def admitProxiedSource(self) -> bool:
+        """
+        The PROXY header has been read: forget the balancer's address and
+        judge the client's (L{admitSource}).
+        """
+        self.waitingForProxy = False
+        self._connection.forgetPeerAddress()
+        return self.admitSource()
+
+    def refuse(self, why: str) -> None:
         """
         Close a connection we will not serve at all, with one log line.
         """
-        self._refused = True
-        self._setOutcome("refused", why)
-        self._config.stats.connectionRefused()
-        log.warn(
-            "Refused connection from {peer}: {why}",
-            dicomEvent="connection-refused",
-            peer=self._peer,
-            why=why,
-        )
-        self._forceClose()
+        self.refused = True
+        self._connection.noteOutcome(Outcome.REFUSED, why)
+        self._server.stats.connectionRefused()
+        emitConnectionRefused(self._connection.peerText(), why)
+        self._connection.forceClose()
 
     # --- TLS ------------------------------------------------------------------
 
     def handshakeCompleted(self) -> None:
         """
-        The TLS handshake completed (L{IHandshakeListener}): note the
-        session (version, cipher, client certificate) for the log.
+        The TLS handshake completed: note the session (version, cipher,
+        client certificate) for the log. Behind a PROXY listener the
+        header was read before the handshake: the client is judged now,
+        before any DICOM byte.
         """
-        from dicomecho.security.tls import tlsSessionInfo
-
-        self._tlsState = "done"
-        self._tlsInfo = tlsSessionInfo(self.transport)
-        if "dataReceived" in self.__dict__ and not self._admitProxiedSource():
-            # TLS behind a PROXY-protocol listener: the header was read
-            # before the handshake, so the client is judged now, before any
-            # DICOM byte.
+        self.tlsState = TLSState.DONE
+        self.tlsInfo = self._connection.tlsSessionInfo()
+        if self.waitingForProxy and not self.admitProxiedSource():
             return
-        if isEnabled(LogLevel.info):
-            log.info(
-                "TLS {tlsVersion} from {peer} ({tlsCipher}), client certificate: {subject}",
-                dicomEvent="tls-established",
-                peer=self._peer,
-                subject=self._tlsInfo.get("tlsSubject") or "none",
-                **self._tlsInfo,
-            )
+        emitTLSEstablished(self._connection.peerText(), self.tlsInfo)
 
-    def _tlsFailed(self, reason: Failure | None, why: str | None = None) -> None:
+    def connectionLostInHandshake(self, reason: Failure) -> None:
         """
-        The connection ends before its TLS handshake completed: one error
+        The connection ended before its TLS handshake completed: one error
         line, unless the peer merely connected and closed without a byte
         (a TCP health check).
         """
-        from dicomecho.security.tls import describeHandshakeFailure, tlsSessionInfo
+        from OpenSSL.SSL import Error
 
-        self._tlsState = "failed"
-        firstBytes = getattr(self.transport, "firstBytes", b"") or b""
-        if why is None:
-            from OpenSSL.SSL import Error
+        if not self._connection.firstBytes() and not reason.check(Error):
+            self.tlsState = TLSState.FAILED
+            detail = "closed before a TLS handshake"
+            emitConnectionClosed(self._connection.peerText(), detail)
+            self._connection.noteOutcome(Outcome.NO_ASSOCIATION, detail)
+            return
+        self.tlsFailed(classifyHandshakeFailure(reason, self._connection.firstBytes()))
 
-            if not firstBytes and (reason is None or not reason.check(Error)):
-                log.debug(
-                    "Connection from {peer} closed before a TLS handshake",
-                    dicomEvent="connection-closed",
-                    peer=self._peer,
-                    detail="closed before a TLS handshake",
-                )
-                self._setOutcome("no-association", "closed before a TLS handshake")
-                return
-            why = describeHandshakeFailure(reason, firstBytes)  # type: ignore[arg-type]
-        self._refused = True
-        self._setOutcome("refused", why)
-        self._config.stats.tlsFailed(why)
+    def handshakeTimedOut(self) -> None:
+        """
+        ARTIM expired with the TLS handshake unfinished.
+        """
+        self.tlsFailed(handshakeTimeout(self._server.acseTimeout))
+
+    def tlsFailed(self, failure: HandshakeFailure) -> None:
+        self.tlsState = TLSState.FAILED
+        self.refused = True
+        self._connection.noteOutcome(Outcome.REFUSED, failure.sentence)
+        self._server.stats.tlsFailed(failure.kind)
         # Who was turned away: the refused client certificate, if any.
-        self._tlsInfo = tlsSessionInfo(self.transport)
-        log.error(
-            "TLS handshake with {peer} failed: {why}",
-            dicomEvent="tls-refused",
-            peer=self._peer,
-            why=why,
-            **self._tlsInfo,
-        )
+        self.tlsInfo = self._connection.tlsSessionInfo()
+        emitTLSRefused(self._connection.peerText(), failure.sentence, self.tlsInfo)
 
     # --- user identity (PS3.7 D.3.3.7) ------------------------------------------
 
-    def _checkIdentity(self, acceptance: Acceptance, identity: UserIdentityRQ) -> None:
+    def checkIdentity(self, acceptance: Acceptance, identity: UserIdentityRQ) -> None:
         """
         Ask the identity checker about C{identity}; answer the request when
         it has decided (the association waits in Sta3, PS3.8 §9.2).
         """
-        config = self._config
-        if config.identityChecksInProgress >= config.maxIdentityChecks:
-            self._respond(
+        server = self._server
+        if server.identityChecksInProgress >= server.maxIdentityChecks:
+            self._connection.answerRequest(
                 localLimitRejection(acceptance.rq, "too many user identity checks in progress")
             )
             return
-        config.identityChecksInProgress += 1
-        host = self._peerHostPort()[0]
-        checked = maybeDeferred(config.identityChecker.checkIdentity, identity, host)  # type: ignore[union-attr]
+        server.identityChecksInProgress += 1
+        host = self._connection.peerHost()
+        checker = server.identityChecker
+        assert checker is not None
+        checked = maybeDeferred(checker.checkIdentity, identity, host)
         checked.addBoth(self._identityChecked, acceptance, identity, host)
 
     def _identityChecked(
@@ -207,49 +277,51 @@ class AdmissionMixin:
         identity: UserIdentityRQ,
         host: str,
     ) -> None:
-        config = self._config
-        config.identityChecksInProgress -= 1
-        if self._machine.state is not State.STA3:
+        server = self._server
+        server.identityChecksInProgress -= 1
+        if not self._connection.awaitingAnswer():
             # The peer aborted or went away meanwhile.
             return None
-        throttle = config.identityThrottle
         if isinstance(result, Failure):
-            if result.check(IdentityRefused):
-                why = str(result.value)
-            else:
-                log.failure(
-                    "User identity check failed; rejecting the association",
-                    result,
-                    dicomEvent="identity-check-failed",
-                    peer=self._peer,
-                )
-                why = "the user identity could not be checked"
-            delay = throttle.failed(host)
-            rejection = identityRejection(acceptance, why)
-            if delay <= 0:
-                self._respond(rejection)
-                return None
-            log.warn(
-                "{failures} failed user identity checks from {host}: answering in {delay} s",
-                dicomEvent="identity-throttled",
-                peer=self._peer,
-                host=host,
-                failures=throttle.failures(host),
-                delay=delay,
-            )
-            self._identityCall = self._clock.callLater(delay, self._delayedRejection, rejection)
+            self._identityRefused(result, acceptance, host)
             return None
-        throttle.succeeded(host)
-        self._user = usernameText(identity)
-        if config.atCapacity:
-            self._respond(localLimitRejection(acceptance.rq))
+        server.identityThrottle.succeeded(host)
+        self.user = usernameText(identity)
+        if server.atCapacity:
+            self._connection.answerRequest(localLimitRejection(acceptance.rq))
             return None
         if identity.positiveResponseRequested:
             acceptance = withIdentityResponse(acceptance, result)
-        self._respond(acceptance)
+        self._connection.answerRequest(acceptance)
         return None
+
+    def _identityRefused(self, failure: Failure, acceptance: Acceptance, host: str) -> None:
+        """
+        Reject, at once or, after repeated failures from C{host}, later.
+        """
+        if failure.check(IdentityRefused):
+            why = str(failure.value)
+        else:
+            emitIdentityCheckFailed(self._connection.peerText(), failure)
+            why = "the user identity could not be checked"
+        throttle = self._server.identityThrottle
+        delay = throttle.failed(host)
+        rejection = identityRejection(acceptance, why)
+        if delay <= 0:
+            self._connection.answerRequest(rejection)
+            return
+        emitIdentityThrottled(self._connection.peerText(), host, throttle.failures(host), delay)
+        self._identityCall = self._clock.callLater(delay, self._delayedRejection, rejection)
 
     def _delayedRejection(self, rejection: Rejection) -> None:
         self._identityCall = None
-        if self._machine.state is State.STA3:
-            self._respond(rejection)
+        if self._connection.awaitingAnswer():
+            self._connection.answerRequest(rejection)
+
+    def cancelTimers(self) -> None:
+        """
+        The connection is gone: a held rejection is not sent.
+        """
+        call, self._identityCall = self._identityCall, None
+        if call is not None and call.active():
+            call.cancel()

@@ -54,7 +54,9 @@ from twisted.protocols.haproxy._wrapper import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from dicomecho.observability.events import EventName
 from dicomecho.observability.logs import listeningAddress, log
+from dicomecho.wire.recognition import PROXY_V1_SIGNATURE, PROXY_V2_SIGNATURE
 
 __all__ = [
     "HeaderState",
@@ -71,14 +73,10 @@ __all__ = [
     "V2_MAX_LENGTH",
 ]
 
-#: §2.1: "PROXY" and one space start a v1 line.
-V1_SIGNATURE = b"PROXY "
 #: §2.1: the short form of a v1 line for an unknown protocol.
 _V1_UNKNOWN = b"PROXY UNKNOWN"
 #: §2.1: the longest v1 line, CRLF included (the worst UNKNOWN case).
 V1_MAX_LINE = 107
-#: §2.2: the 12 bytes that start a v2 header.
-V2_SIGNATURE = V2Parser.PREFIX
 #: §2.2: the fixed part of a v2 header (signature, version and command,
 #: family and protocol, length).
 V2_FIXED = 16
@@ -126,8 +124,8 @@ def _version(data: bytes) -> int | None:
         protocol is not covered by this specification and the connection
         must be dropped"), or the v2 version or command is unknown.
     """
-    if V2_SIGNATURE.startswith(data[: len(V2_SIGNATURE)]):
-        if len(data) <= len(V2_SIGNATURE):
+    if PROXY_V2_SIGNATURE.startswith(data[: len(PROXY_V2_SIGNATURE)]):
+        if len(data) <= len(PROXY_V2_SIGNATURE):
             return None
         version, command = data[12] >> 4, data[12] & 0x0F
         if version != 2:
@@ -135,8 +133,8 @@ def _version(data: bytes) -> int | None:
         if command not in (0, 1):
             raise InvalidHeader(f"v2 command {command} is neither LOCAL (0) nor PROXY (1)")
         return 2
-    if V1_SIGNATURE.startswith(data[: len(V1_SIGNATURE)]):
-        return 1 if len(data) >= len(V1_SIGNATURE) else None
+    if PROXY_V1_SIGNATURE.startswith(data[: len(PROXY_V1_SIGNATURE)]):
+        return 1 if len(data) >= len(PROXY_V1_SIGNATURE) else None
     raise InvalidHeader(f"wrong signature: {_shown(data)}")
 
 
@@ -268,7 +266,7 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
         host = getattr(address, "host", None) or getattr(address, "name", None)
         log.error(
             "Invalid PROXY header from {peer}: {why}",
-            dicomEvent="proxy-header-invalid",
+            dicomEvent=EventName.PROXY_HEADER_INVALID.value,
             peer=listeningAddress(host or address, getattr(address, "port", None)),
             why=why,
         )

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Any
-
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, execute
 from twisted.internet.error import CannotListenError
@@ -112,10 +110,10 @@ class ReusePortServerEndpoint:
         """
         return socket.AF_INET6 if isIPv6Address(self.interface) else socket.AF_INET
 
-    def _bindAddress(self) -> Any:
+    def _bindAddress(self) -> tuple[str, int] | tuple[str, int, int, int]:
         if self.addressFamily == socket.AF_INET6:
             # getaddrinfo keeps a scope (fe80::1%eth0) as the scope ID.
-            return socket.getaddrinfo(
+            address: tuple[str, int, int, int] = socket.getaddrinfo(  # type: ignore[assignment]
                 self.interface,
                 self.port,
                 socket.AF_INET6,
@@ -123,6 +121,7 @@ class ReusePortServerEndpoint:
                 0,
                 socket.AI_NUMERICHOST,
             )[0][4]
+            return address
         return (self.interface, self.port)
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
@@ -161,7 +160,7 @@ _ARGUMENTS = ("port", "interface", "backlog")
 
 
 def parseStreamServer(
-    reactor: Any, *args: str, **kwargs: str
+    reactor: IReactorSocket, *args: str, **kwargs: str
 ) -> ReusePortServerEndpoint:
     """
     Build the endpoint of a C{reuseport:} description:

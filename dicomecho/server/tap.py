@@ -8,21 +8,30 @@ echoscp's single-dash multi-letter spellings (C{-aet}, C{-ta}, C{-td},
 C{-tn}, C{-pdu}, C{-ba}, C{-ll}, C{-x=}, C{-xe}, C{-xb}, C{-xi}) so that a
 command line copied from C{python -m pynetdicom echoscp} works.
 
+Where to listen is L{dicomecho.server.listen}'s job, the services built
+are L{dicomecho.server.services}'.
+
 Importing this module does not import the reactor.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService, Service
-from twisted.internet.interfaces import IListeningPort
+from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import LogLevel
 from twisted.python import usage
 
 from dicomecho import __version__
-from dicomecho.security.access import AccessList, parseNetwork, peerAddress
+from dicomecho.association.negotiation import (
+    DEFAULT_MAX_ASSOCIATIONS,
+    DEFAULT_MAX_PDU_LENGTH,
+    TransferSyntaxPreference,
+)
+from dicomecho.observability.logs import logStartup, setLogLevel
+from dicomecho.security.access import AccessList, parseNetwork
+from dicomecho.security.identity import UserIdentityMode
 from dicomecho.server.commandline import (
     HELP_TEXT,
     formatHelp,
@@ -30,23 +39,28 @@ from dicomecho.server.commandline import (
     translateAliases,
     usageError,
 )
-from dicomecho.security.identity import UserIdentityMode
-from dicomecho.observability.logs import LOG_LEVEL_NAMES, listeningAddress, log, logStartup, setLogLevel
-from dicomecho.wire.pdu import validateAETitle
-from dicomecho.association.negotiation import (
-    DEFAULT_MAX_ASSOCIATIONS,
-    DEFAULT_MAX_PDU_LENGTH,
-    MINIMUM_PEER_MAX_PDU_LENGTH,
-    TransferSyntaxPreference,
+from dicomecho.server.listen import TLSFiles, checkEndpoints, endpointDescriptions
+from dicomecho.server.optionvalues import (
+    clientCertificateMode,
+    logLevelNamed,
+    maxPDULength,
+    positiveNumber,
+    seconds,
+    userIdentityMode,
 )
+from dicomecho.server.services import (
+    DICOMEchoService,
+    DICOMListeningService,
+    MetricsListeningService,
+    ThreadPoolService,
+)
+from dicomecho.wire.pdu import validateAETitle
 
-__all__ = [
-    "Options",
-    "makeService",
-    "DICOMEchoService",
-    "DICOMListeningService",
-    "validateAETitle",
-]
+if TYPE_CHECKING:
+    from dicomecho.security.credentials import CredentialsStore
+    from dicomecho.server.identitycheck import CredentialsChecker
+
+__all__ = ["Options", "makeService"]
 
 DEFAULT_PORT = "11112"
 DEFAULT_SHUTDOWN_GRACE = 5.0
@@ -64,70 +78,14 @@ _PREFERENCES = (
 )
 
 
-def _seconds(value: str) -> float:
-    seconds = float(value)
-    if not seconds >= 0:  # also refuses NaN
-        raise ValueError(f"{value!r} is not a number of seconds >= 0")
-    return seconds
-
-
-def _maxPDU(value: str) -> int:
-    size = int(value)
-    if size != 0 and not MINIMUM_PEER_MAX_PDU_LENGTH <= size <= 0xFFFFFFFF:
-        raise ValueError(
-            f"{value} is not 0 (unlimited) or a size from "
-            f"{MINIMUM_PEER_MAX_PDU_LENGTH} to {0xFFFFFFFF}"
-        )
-    return size
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"{value} is not a whole number >= 1")
-    return number
-
-
-def _logLevel(value: str) -> LogLevel:
-    try:
-        return LOG_LEVEL_NAMES[value.lower()]
-    except KeyError:
-        raise ValueError(
-            f"{value!r} is not one of {', '.join(LOG_LEVEL_NAMES)}"
-        ) from None
-
-
-def _escapeValue(value: str) -> str:
-    # A value in an endpoint description (an interface, a file name), where
-    # ':' separates arguments and '\' escapes.
-    return value.replace("\\", "\\\\").replace(":", "\\:")
-
-
-def _userIdentityMode(value: str) -> UserIdentityMode:
-    try:
-        return UserIdentityMode(value.lower())
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is not one of {', '.join(m.value for m in UserIdentityMode)}"
-        ) from None
-
-
-def _clientCertificate(value: str) -> str:
-    if value not in ("required", "optional"):
-        raise ValueError(f"{value!r} is not 'required' or 'optional'")
-    return value
-
-
-#: Endpoint types whose connections are TLS (for the start-up warning).
-_TLS_PREFIXES = ("dicomtls:", "ssl:")
-
-
 class Options(usage.Options):
     """
     Options of C{twistd dicomecho} and C{python -m dicomecho}: echoscp's,
     in any order with the port (L{permuteArguments}), then ours.
 
     @ivar command: how the user ran us, for C{--help} and usage errors.
+    @ivar portGiven: whether the port was given (C{--port} or the
+        positional argument); if not, C{--listen} replaces it.
     """
 
     synopsis = "[options] [port]"
@@ -150,23 +108,23 @@ class Options(usage.Options):
         ["require-called-aet", None, HELP_TEXT["require-called-aet"]],
     ]
 
-    optParameters: list[list[Any]] = [
-        ["log-level", None, None, HELP_TEXT["log-level"], _logLevel],
+    optParameters: list[list[object]] = [
+        ["log-level", None, None, HELP_TEXT["log-level"], logLevelNamed],
         ["ae-title", None, "ECHOSCP", HELP_TEXT["ae-title"], validateAETitle],
-        ["acse-timeout", None, 30.0, HELP_TEXT["acse-timeout"], _seconds],
-        ["dimse-timeout", None, 30.0, HELP_TEXT["dimse-timeout"], _seconds],
-        ["network-timeout", None, 30.0, HELP_TEXT["network-timeout"], _seconds],
-        ["max-pdu", None, DEFAULT_MAX_PDU_LENGTH, HELP_TEXT["max-pdu"], _maxPDU],
+        ["acse-timeout", None, 30.0, HELP_TEXT["acse-timeout"], seconds],
+        ["dimse-timeout", None, 30.0, HELP_TEXT["dimse-timeout"], seconds],
+        ["network-timeout", None, 30.0, HELP_TEXT["network-timeout"], seconds],
+        ["max-pdu", None, DEFAULT_MAX_PDU_LENGTH, HELP_TEXT["max-pdu"], maxPDULength],
         ["bind-address", None, "", HELP_TEXT["bind-address"]],
-        ["max-associations", None, DEFAULT_MAX_ASSOCIATIONS, HELP_TEXT["max-associations"], _positive],
-        ["backlog", None, DEFAULT_BACKLOG, HELP_TEXT["backlog"], _positive],
-        ["shutdown-grace", None, DEFAULT_SHUTDOWN_GRACE, HELP_TEXT["shutdown-grace"], _seconds],
-        ["user-identity", None, UserIdentityMode.IGNORE, HELP_TEXT["user-identity"], _userIdentityMode],
+        ["max-associations", None, DEFAULT_MAX_ASSOCIATIONS, HELP_TEXT["max-associations"], positiveNumber],
+        ["backlog", None, DEFAULT_BACKLOG, HELP_TEXT["backlog"], positiveNumber],
+        ["shutdown-grace", None, DEFAULT_SHUTDOWN_GRACE, HELP_TEXT["shutdown-grace"], seconds],
+        ["user-identity", None, UserIdentityMode.IGNORE, HELP_TEXT["user-identity"], userIdentityMode],
         ["credentials", None, None, HELP_TEXT["credentials"]],
         ["tls-key", None, None, HELP_TEXT["tls-key"]],
         ["tls-cert", None, None, HELP_TEXT["tls-cert"]],
         ["tls-ca", None, None, HELP_TEXT["tls-ca"]],
-        ["tls-client-cert", None, None, HELP_TEXT["tls-client-cert"], _clientCertificate],
+        ["tls-client-cert", None, None, HELP_TEXT["tls-client-cert"], clientCertificateMode],
         ["metrics", None, None, HELP_TEXT["metrics"]],
     ]
 
@@ -179,7 +137,7 @@ class Options(usage.Options):
         self["allow-calling-aet"] = []
         self["allow-network"] = []
         self["allow-peer"] = []
-        self._portGiven = False
+        self.portGiven = False
 
     def opt_listen(self, description: str) -> None:
         """
@@ -238,7 +196,7 @@ class Options(usage.Options):
         argument).
         """
         self["port"] = value
-        self._portGiven = True
+        self.portGiven = True
 
     opt_p = opt_port
     opt_h = usage.Options.opt_help
@@ -304,9 +262,12 @@ class Options(usage.Options):
         )
         self["logLevelValue"] = _effectiveLevel(self)
         self["access"] = AccessList.build(self["allow-network"], self["allow-peer"])
-        self["credentialsStore"] = _credentialsStore(self)
-        self["endpoints"] = _endpointDescriptions(self)
-        _checkEndpoints(self["endpoints"])
+        self["credentialsStore"] = _credentialsStore(self["user-identity"], self["credentials"])
+        tls = TLSFiles(self["tls-key"], self["tls-cert"], self["tls-ca"], self["tls-client-cert"])
+        self["endpoints"] = endpointDescriptions(
+            self["listen"], self.portGiven, self["port"], self["bind-address"], self["backlog"], tls
+        )
+        checkEndpoints(self["endpoints"])
         if self["metrics"] is not None:
             try:
                 import prometheus_client  # noqa: F401
@@ -314,15 +275,14 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     "--metrics needs prometheus_client: pip install 'dicomecho[metrics]'"
                 ) from None
-            _checkEndpoints([self["metrics"]])
+            checkEndpoints([self["metrics"]])
 
 
-def _credentialsStore(options: Options) -> Any:
+def _credentialsStore(mode: UserIdentityMode, path: str | None) -> CredentialsStore | None:
     """
     The credentials for user identity checks, loaded now so that a bad file
     stops the start; C{None} when identities are ignored.
     """
-    mode, path = options["user-identity"], options["credentials"]
     if mode is UserIdentityMode.IGNORE:
         if path is not None:
             raise usage.UsageError(
@@ -337,34 +297,6 @@ def _credentialsStore(options: Options) -> Any:
         return CredentialsStore(path)
     except CredentialsError as e:
         raise usage.UsageError(str(e)) from None
-
-
-def _tlsDescription(options: Options, number: int, interface: str) -> str:
-    """
-    The C{dicomtls:} description the C{--tls-*} options ask for.
-    """
-    key, cert, ca = options["tls-key"], options["tls-cert"], options["tls-ca"]
-    if not key or not cert:
-        raise usage.UsageError("--tls-key and --tls-cert go together")
-    clientCert = options["tls-client-cert"]
-    if clientCert is not None and ca is None:
-        raise usage.UsageError("--tls-client-cert needs --tls-ca")
-    description = (
-        f"dicomtls:{number}:interface={_escapeValue(interface)}"
-        f":privateKey={_escapeValue(key)}:certKey={_escapeValue(cert)}"
-    )
-    if ca is not None:
-        description += f":caCerts={_escapeValue(ca)}"
-        required = "no" if clientCert == "optional" else "yes"
-        description += f":requireClientCert={required}"
-    return description
-
-
-def _usesTLSOptions(options: Options) -> bool:
-    return any(
-        options[name] is not None
-        for name in ("tls-key", "tls-cert", "tls-ca", "tls-client-cert")
-    )
 
 
 def _exclusive(options: Options, group: Sequence[tuple[str, str]]) -> None:
@@ -391,215 +323,37 @@ def _effectiveLevel(options: Options) -> LogLevel | None:
     return LogLevel.error
 
 
-def _endpointDescriptions(options: Options) -> list[str]:
-    descriptions = list(options["listen"])
-    if descriptions and not options._portGiven:
-        return descriptions
-    port = options["port"]
-    if port.isdigit():
-        number = int(port)
-        if number > 65535:
-            raise usage.UsageError(f"port {port} is not in the range 0-65535")
-        bind = options["bind-address"]
-        backlog = options["backlog"]
-        if _usesTLSOptions(options):
-            description = _tlsDescription(options, number, bind or "0.0.0.0")
-        elif ":" in bind:
-            description = f"tcp6:{number}:interface={_escapeValue(bind)}"
-        elif bind:
-            description = f"tcp:{number}:interface={_escapeValue(bind)}"
-        else:
-            # echoscp's default: all IPv4 interfaces.
-            description = f"tcp:{number}:interface=0.0.0.0"
-        description += f":backlog={backlog}"
-    else:
-        if options["bind-address"]:
-            raise usage.UsageError(
-                "--bind-address goes with a port number, not an endpoint "
-                "description; put interface= in the description instead"
-            )
-        if _usesTLSOptions(options):
-            raise usage.UsageError(
-                "--tls-key/--tls-cert/--tls-ca go with a port number; with an "
-                "endpoint description, use dicomtls:PORT:privateKey=...:certKey=..."
-            )
-        description = port
-    return descriptions + [description]
-
-
-def _checkEndpoints(descriptions: list[str]) -> None:
+def _identityChecker(
+    store: CredentialsStore, reactor: IReactorCore
+) -> tuple[CredentialsChecker, ThreadPoolService]:
     """
-    Parse every description now, so a mistake is a usage error and not a
-    traceback at start-up. Parsing needs no real reactor.
+    The checker of user identities against C{store}, and the service
+    running its threads: scrypt takes ~16 MiB and tens of ms per check,
+    with the GIL released, so a few threads of our own, off the reactor's
+    pool.
     """
-    from twisted.internet.testing import MemoryReactor
+    from functools import partial
 
-    from dicomecho.server.proxyheader import serverFromDescription
+    from twisted.internet.threads import deferToThreadPool
+    from twisted.python.threadpool import ThreadPool
 
-    for description in descriptions:
-        try:
-            serverFromDescription(MemoryReactor(), description)
-        except (IndexError, KeyError) as e:
-            if description.startswith("systemd:"):
-                raise usage.UsageError(
-                    f"{description!r}: no such socket was inherited from systemd "
-                    f"(LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID must name it)"
-                ) from None
-            raise usage.UsageError(
-                f"invalid endpoint description {description!r}: {e!r}"
-            ) from None
-        except Exception as e:
-            raise usage.UsageError(
-                f"invalid endpoint description {description!r}: "
-                f"{type(e).__name__}: {e}"
-            ) from None
+    from dicomecho.server.identitycheck import CredentialsChecker
+
+    pool = ThreadPool(0, IDENTITY_THREADS, "dicomecho-identity")
+    checker = CredentialsChecker(store, partial(deferToThreadPool, reactor, pool))
+    return checker, ThreadPoolService(pool)
 
 
-class DICOMListeningService(StreamServerEndpointService):
-    """
-    Listens on one endpoint, logs the address it is bound to, and fails
-    start-up (rather than logging and carrying on) if it cannot listen.
-
-    The "listening" event is emitted once the reactor runs, i.e. once its
-    SIGINT/SIGTERM handlers are installed, so whoever waits for that line
-    may signal the process straight away.
-    """
-
-    _raiseSynchronously = True
-
-    def __init__(self, endpoint: Any, factory: Any, description: str, reactor: Any) -> None:
-        super().__init__(endpoint, factory)
-        self.description = description
-        self.port: IListeningPort | None = None
-        self._reactor = reactor
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        assert self._waitingForPort is not None
-        self._waitingForPort.addCallback(self._listening)
-
-    def _listening(self, port: IListeningPort) -> IListeningPort:
-        self.port = port
-        self._reactor.callWhenRunning(self._logListening, port)
-        return port
-
-    def _warnIfOpen(self, host: str, where: str) -> None:
-        """
-        Warn (at any level but quiet) when this port takes plain DICOM
-        from beyond this host and no allow-list narrows who may use it.
-        """
-        address = peerAddress(host)
-        if address is None or address.is_loopback:
-            return
-        if any(p in self.description for p in _TLS_PREFIXES):
-            return
-        if not self.factory.policy.access.empty:
-            return
-        log.warn(
-            "Listening on {where} without TLS or an allow-list: any host that "
-            "can reach it may associate (see 'Securing dicomecho' in README.rst)",
-            dicomEvent="insecure-listener",
-            dicomAlways=True,
-            peer="",
-            where=where,
-            description=self.description,
-        )
-
-    def _logListening(self, port: IListeningPort) -> None:
-        address = port.getHost()
-        host = str(getattr(address, "host", None) or getattr(address, "name", ""))
-        portNumber = getattr(address, "port", None)
-        self._announce(address, host, portNumber, listeningAddress(host, portNumber))
-
-    def _announce(self, address: Any, host: str, portNumber: int | None, where: str) -> None:
-        """
-        Say where this service listens (the C{listening} event), and warn
-        if that is open to all.
-        """
-        log.info(
-            "Listening on {description} ({where})",
-            dicomEvent="listening",
-            peer="",
-            description=self.description,
-            address=repr(address),
-            host=host,
-            port=portNumber,
-            where=where,
-        )
-        if portNumber is not None:
-            self._warnIfOpen(host, where)
-
-
-class MetricsListeningService(DICOMListeningService):
-    """
-    Listens for Prometheus scrapes; says where once the reactor runs.
-    """
-
-    def _announce(self, address: Any, host: str, portNumber: int | None, where: str) -> None:
-        log.info(
-            "Serving metrics on {description} ({where})",
-            dicomEvent="metrics-listening",
-            peer="",
-            description=self.description,
-            host=host,
-            port=portNumber,
-            where=where,
-        )
-
-
-class ThreadPoolService(Service):
-    """
-    Runs a thread pool while the service runs.
-    """
-
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
-
-    def startService(self) -> None:
-        super().startService()
-        self.pool.start()
-
-    def stopService(self) -> Any:
-        super().stopService()
-        self.pool.stop()
-
-
-class DICOMEchoService(MultiService):
-    """
-    The listening services of one factory. Stopping it stops listening at
-    once, then drains the factory: established associations get the grace
-    period to finish, the rest are aborted (L{DICOMServerFactory.drain}).
-    """
-
-    def __init__(self, factory: Any, grace: float, reactor: Any) -> None:
-        super().__init__()
-        self.factory = factory
-        self.grace = grace
-        self._reactor = reactor
-
-    def stopService(self) -> Any:
-        stopped = super().stopService()
-        stopped.addCallback(lambda _: self.factory.drain(self.grace))
-        stopped.addCallback(self._drained)
-        return stopped
-
-    def _drained(self, _: object) -> None:
-        # twistd re-raises a SIGTERM/SIGINT after the reactor stops, so the
-        # process would die by that signal. The shutdown it asked for has
-        # completed in order, so report it as success (exit status 0).
-        # _exitSignal is private reactor state, hence the guard.
-        if getattr(self._reactor, "_exitSignal", None) is not None:
-            self._reactor._exitSignal = None
-
-
-def makeService(options: Options, reactor: Any = None) -> IService:
+def makeService(options: Options, reactor: IReactorCore | None = None) -> IService:
     """
     A L{DICOMEchoService} of one listening service per endpoint, all
     sharing one L{DICOMServerFactory} (and so one association count).
+
+    @param reactor: the reactor to listen with; by default, the global one.
     """
     from twisted.internet.endpoints import serverFromString
 
-    from dicomecho.server.protocol import DICOMServerFactory
+    from dicomecho.server.factory import DICOMServerFactory
     from dicomecho.server.proxyheader import serverFromDescription
 
     if reactor is None:
@@ -608,21 +362,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         reactor = globalReactor
     setLogLevel(options["logLevelValue"])
     logStartup(__version__)
-    checker, pool = None, None
+    checker, threads = None, None
     if options["credentialsStore"] is not None:
-        from functools import partial
-
-        from twisted.internet.threads import deferToThreadPool
-        from twisted.python.threadpool import ThreadPool
-
-        from dicomecho.security.identity import CredentialsChecker
-
-        # scrypt takes ~16 MiB and tens of ms per check, with the GIL
-        # released: a few threads of our own, off the reactor's pool.
-        pool = ThreadPool(0, IDENTITY_THREADS, "dicomecho-identity")
-        checker = CredentialsChecker(
-            options["credentialsStore"], partial(deferToThreadPool, reactor, pool)
-        )
+        checker, threads = _identityChecker(options["credentialsStore"], reactor)
     factory = DICOMServerFactory(
         options["ae-title"],
         requireCalledAETitle=bool(options["require-called-aet"]),
@@ -639,8 +381,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         clock=reactor,
     )
     top = DICOMEchoService(factory, options["shutdown-grace"], reactor)
-    if pool is not None:
-        ThreadPoolService(pool).setServiceParent(top)
+    if threads is not None:
+        threads.setServiceParent(top)
     for description in options["endpoints"]:
         # haproxy: descriptions get our PROXY layer, which takes a header
         # however TCP splits it (dicomecho.server.proxyheader).

@@ -11,19 +11,18 @@ the wire, the fragmentation and the refusals.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Protocol, Union
+from typing import TYPE_CHECKING, Protocol, Union
 
 from zope.interface import Attribute, Interface, implementer
 
-from dicomecho.association.dimse import (
+from dicomecho.association.commandset import (
     NO_DATA_SET,
     CommandField,
     CommandSetError,
-    DIMSEMessage,
     Status,
     tag,
 )
+from dicomecho.association.dimse import DIMSEMessage, DIMSEResponse
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -60,21 +59,6 @@ class PresentationContextLike(Protocol):
 
     @property
     def transferSyntax(self) -> str: ...
-
-
-@dataclass(frozen=True, slots=True)
-class DIMSEResponse:
-    """
-    A response for the protocol to encode and send on the request's context.
-
-    @ivar command: the response command set, as for
-        L{dicomecho.association.dimse.encodeCommandSet}.
-    @ivar dataSet: the encoded data set, or C{None}; when not C{None} the
-        command's CommandDataSetType must say so.
-    """
-
-    command: Mapping[int, object]
-    dataSet: bytes | None = None
 
 
 ResponderResult = Union[DIMSEResponse, "Deferred[DIMSEResponse]", None]

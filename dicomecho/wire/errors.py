@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_pdu -*-
 """
-Errors raised by the pure layers, and the A-ABORT vocabulary they imply.
+Errors raised by the pure layers, and the A-ABORT codes they imply (their
+words are L{dicomecho.wire.vocabulary}'s).
 
 A L{RemoteProtocolError} means the peer sent something PS3.8 does not allow.
 It carries the A-ABORT source and reason the acceptor should answer with

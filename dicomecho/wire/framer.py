@@ -27,6 +27,7 @@ from dicomecho.wire.errors import (
     UnrecognizedPDUError,
 )
 from dicomecho.wire.pdu import PDUType
+from dicomecho.wire.recognition import FirstBytes, recognize
 
 __all__ = [
     "Frame",
@@ -44,7 +45,7 @@ _HEADER = struct.Struct(">BxI")
 #: contexts × 16 transfer syntaxes; 1 MiB leaves room and bounds memory.
 DEFAULT_MAX_ASSOCIATE_LENGTH = 1024 * 1024
 
-#: echoscp's default maximum PDU length (reference §1.2).
+#: echoscp's default maximum PDU length (its C{--max-pdu} default).
 DEFAULT_MAX_PDATA_LENGTH = 16382
 
 #: What a P-DATA-TF may be when the advertised maximum is 0 ("no limit",
@@ -65,18 +66,8 @@ _PDU_TYPES = {each.value: each for each in PDUType}
 # Frame's fields without NamedTuple's Python-level __new__ (one per PDU).
 _newFrame = tuple.__new__
 
-_HTTP_STARTS = (
-    b"GET ",
-    b"POST",
-    b"PUT ",
-    b"HEAD",
-    b"DELE",
-    b"OPTI",
-    b"PATC",
-    b"CONN",
-    b"TRAC",
-    b"PRI ",
-)
+#: The foreign protocols an unrecognized-PDU error names, as it names them.
+_NAMED = frozenset({FirstBytes.TLS, FirstBytes.HTTP, FirstBytes.SSH})
 
 
 def sniffForeignProtocol(header: bytes) -> str | None:
@@ -86,14 +77,8 @@ def sniffForeignProtocol(header: bytes) -> str | None:
     @param header: at least the first 6 bytes a peer sent.
     @return: C{"a TLS handshake"}, C{"an HTTP request"}, C{"SSH"} or C{None}.
     """
-    # TLS record: content type 22 (handshake), major version 3.
-    if header[0] == 0x16 and header[1] == 0x03:
-        return "a TLS handshake"
-    if header[:4] in _HTTP_STARTS:
-        return "an HTTP request"
-    if header.startswith(b"SSH-"):
-        return "SSH"
-    return None
+    seen = recognize(header)
+    return seen.value if seen in _NAMED else None
 
 
 class Frame(NamedTuple):

@@ -16,8 +16,11 @@ from zope.interface import implementer
 
 from dicomecho.association.dimse import CommandField, decodeCommandSet, encodeCommandSet, tag
 from dicomecho.wire.items import PresentationContextRQ, UserInformation
+from dicomecho.association.dimse import DIMSEResponse
+from dicomecho.services.verification import VerificationResponder
 from dicomecho.wire.pdu import AssociateRQ, PDataTF, PresentationDataValue, decodePDU, encode
-from dicomecho.server.protocol import DICOMAssociationProtocol, DICOMServerFactory
+from dicomecho.server.factory import DICOMServerFactory
+from dicomecho.server.protocol import DICOMAssociationProtocol
 from tests.support.helpers import splitStream
 
 __all__ = [
@@ -30,6 +33,8 @@ __all__ = [
     "echoCommand",
     "echo",
     "responses",
+    "pdata",
+    "CountingResponder",
 ]
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -122,3 +127,24 @@ def responses(pdus: list[Any]) -> list[dict[int, object]]:
             assert pdv.isCommand and pdv.isLastFragment
             out.append(decodeCommandSet(pdv.data))
     return out
+
+
+def pdata(*pdvs: tuple[int, bytes]) -> bytes:
+    """
+    A P-DATA-TF of whole command PDVs, as (context ID, bytes) pairs, encoded.
+    """
+    return encode(PDataTF(tuple(PresentationDataValue(c, True, True, d) for c, d in pdvs)))
+
+
+class CountingResponder(VerificationResponder):
+    """
+    Verification that counts its calls, repeatable or not.
+    """
+
+    def __init__(self, repeatable: bool) -> None:
+        self.repeatable = repeatable  # type: ignore[misc]
+        self.calls = 0
+
+    def handle(self, request: Any, context: Any) -> DIMSEResponse | None:
+        self.calls += 1
+        return super().handle(request, context)

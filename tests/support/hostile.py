@@ -1,7 +1,22 @@
 """
-Helpers for L{tests.test_hostile}: a server subprocess that can be measured
-(RSS, open file descriptors) and a raw-socket DICOM client that sends
-arbitrary bytes and reads exactly what comes back.
+What the hostile-peer tests (C{tests.test_hostile_*}) share: a raw-socket
+DICOM client that sends arbitrary bytes and reads exactly what comes back,
+the encoders of what it sends, the module-wide C{server} fixture (a
+L{FactoryServer} with short timers) and the checks every case makes.
+
+Each case checks four things:
+ (a) the peer gets the PS3.8 answer: the exact A-ABORT or A-ASSOCIATE-RJ
+     bytes, the DIMSE response, or a close within the configured timeout
+     (measured; L{closedWithin}, L{expectAbort});
+ (b) the server logged it, naming the peer (our C{127.0.0.1:port}) and the
+     reason: the connection's association-summary (outcome, reason) and the
+     invalid-pdu / association-rejected / association-aborting event where
+     one applies (L{logged}, L{abortedFor});
+ (c) the next client is served normally: DCMTK echoscu's captured session,
+     replayed, gets an AC, C-ECHO-RSP status 0 and A-RELEASE-RP
+     (L{served});
+ (d) where the input could make the server allocate, its VmRSS stays
+     within a few MiB (L{warm}, L{RSS_SLACK_KIB}).
 
 Everything here is bounded in time. Every socket has a timeout, and every
 read loop has a deadline, so a server that hangs fails the test instead of
@@ -17,8 +32,9 @@ import select
 import socket
 import struct
 import time
-from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
+
+import pytest
 
 from dicomecho.association.dimse import decodeCommandSet, encodeCommandSet, tag
 from dicomecho.wire.items import PresentationContextRQ, UserInformation
@@ -33,12 +49,24 @@ from dicomecho.wire.pdu import (
     decodePDU,
 )
 from tests.support.helpers import fixtureBytes
-from tests.test_peers_association import SUMMARY, Event, ServerProcess
+from tests.support.processes import FactoryServer, runningServer
 
 __all__ = [
+    "ACSE",
+    "DIMSE",
+    "NETWORK",
+    "SLACK",
+    "RSS_SLACK_KIB",
+    "MiB",
     "Client",
-    "HostileServer",
-    "hostileServer",
+    "server",
+    "logged",
+    "abortedFor",
+    "served",
+    "abortCase",
+    "closedWithin",
+    "warm",
+    "junk",
     "connectFresh",
     "abortBytes",
     "rjBytes",
@@ -68,8 +96,19 @@ APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 #: Seconds any single socket operation may take.
 SOCKET_TIMEOUT = 10.0
 
-#: Seconds to wait for a server event.
-EVENT_TIMEOUT = 10.0
+#: The shared server's timers, in seconds: short so that the cases where a
+#: timer must fire stay fast, and distinct so the log says which one fired.
+ACSE = 2.0
+DIMSE = 3.0
+NETWORK = 4.0
+
+#: How late a timer may close a connection: timeout + this.
+SLACK = 1.5
+
+#: RSS growth allowed where the peer sent many MiB the server must not keep.
+RSS_SLACK_KIB = 4 * 1024
+
+MiB = 1024 * 1024
 
 # Tags used by the command sets below.
 AFFECTED_SOP_CLASS = tag("AffectedSOPClassUID")
@@ -80,117 +119,6 @@ MESSAGE_ID_RESPONDED = tag("MessageIDBeingRespondedTo")
 DATA_SET_TYPE = tag("CommandDataSetType")
 STATUS = tag("Status")
 PRIORITY = tag("Priority")
-
-
-# --- the server -------------------------------------------------------------
-
-
-class HostileServer(ServerProcess):
-    """
-    L{ServerProcess} plus what the hostile tests measure: the process's
-    resident set size and open file descriptors, and per-peer event
-    lookups that scan only the events since a mark.
-    """
-
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
-    def rssKiB(self) -> int:
-        """
-        VmRSS of the server process, in KiB (from C{/proc/<pid>/status}).
-        """
-        with open(f"/proc/{self.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise AssertionError("no VmRSS line")
-
-    def fdCount(self) -> int:
-        """
-        Open file descriptors of the server process.
-        """
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
-
-    def waitForFds(self, target: int, slack: int, timeout: float) -> int:
-        """
-        Wait until the fd count is within C{slack} of C{target}; return the
-        last count seen (the caller asserts on it).
-        """
-        deadline = time.monotonic() + timeout
-        count = self.fdCount()
-        while abs(count - target) > slack and time.monotonic() < deadline:
-            time.sleep(0.05)
-            count = self.fdCount()
-        return count
-
-    def peerEvents(self, peer: str, timeout: float = EVENT_TIMEOUT) -> list[Event]:
-        """
-        Wait for the association-summary of C{peer}'s connection; return
-        every event of that peer, the summary last.
-        """
-        condition = self._condition
-        seen = 0
-        found: list[Event] = []
-        deadline = time.monotonic() + timeout
-
-        def done() -> bool:
-            nonlocal seen
-            events = self._events
-            for event in events[seen:]:
-                if event.peer == peer:
-                    found.append(event)
-            seen = len(events)
-            return bool(found) and found[-1].name == SUMMARY
-
-        with condition:
-            while not done():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(
-                        f"no {SUMMARY} for {peer} within {timeout}s; its events: "
-                        f"{found}\n{self.output()[-4000:]}"
-                    )
-                condition.wait(remaining)
-        return found
-
-    def summaryOf(self, peer: str, timeout: float = EVENT_TIMEOUT) -> dict[str, Any]:
-        """
-        The fields of C{peer}'s association-summary, once logged.
-        """
-        return self.peerEvents(peer, timeout)[-1].fields
-
-    def countSince(self, mark: int, name: str) -> int:
-        with self._condition:
-            return sum(1 for e in self._events[mark:] if e.name == name)
-
-    def waitForCount(self, mark: int, name: str, count: int, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        seen = self.countSince(mark, name)
-        while seen < count and time.monotonic() < deadline:
-            with self._condition:
-                self._condition.wait(0.1)
-            seen = self.countSince(mark, name)
-        return seen
-
-    def outputLines(self) -> list[str]:
-        with self._condition:
-            return list(self._lines)
-
-
-@contextmanager
-def hostileServer(**options: Any) -> Iterator[HostileServer]:
-    """
-    Run a L{HostileServer} with these factory options for the block;
-    afterwards, fail if it logged a failure of its own (a traceback).
-    """
-    server = HostileServer(options)
-    try:
-        yield server
-    finally:
-        server.stop()
-    assert not server.failures(), server.output()
-    assert not server.corrupt, f"cut EVENT lines: {server.corrupt[:3]}"
 
 
 # --- encoding ----------------------------------------------------------------
@@ -595,3 +523,143 @@ def waitAllEOF(socks: Sequence[socket.socket], timeout: float) -> int:
                 del open_[fd]
                 closed += 1
     return closed
+
+
+# --- the shared server and the checks of every case ---------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FactoryServer]:
+    """
+    One server with short timers, shared by the tests of a module whose
+    options do not matter.
+    """
+    with runningServer(acseTimeout=ACSE, networkTimeout=NETWORK, dimseTimeout=DIMSE) as s:
+        yield s
+
+
+def logged(
+    server: FactoryServer,
+    peer: str,
+    outcome: str,
+    reason: str | None = None,
+    events: Sequence[str] = (),
+) -> dict[str, list[dict[str, Any]]]:
+    """
+    (b): the connection of C{peer} ended with an association-summary naming
+    the peer, with this C{outcome} and a reason containing C{reason}, and
+    the peer's events include C{events}. Return the peer's events by name.
+    """
+    all_ = server.peerEvents(peer)
+    summary = all_[-1].fields
+    host, port = peer.rsplit(":", 1)
+    assert (summary["peer"], summary["peerHost"], summary["peerPort"]) == (
+        peer,
+        host,
+        int(port),
+    ), summary
+    assert summary["outcome"] == outcome, summary
+    assert summary["reason"], summary
+    if reason is not None:
+        assert reason in summary["reason"], summary
+    byName: dict[str, list[dict[str, Any]]] = {}
+    for event in all_:
+        byName.setdefault(event.name, []).append(event.fields)
+    for name in events:
+        assert name in byName, f"no {name} event for {peer}: {[e.name for e in all_]}"
+    return byName
+
+
+def abortedFor(
+    server: FactoryServer,
+    peer: str,
+    source: int,
+    reason: int,
+    why: str,
+    invalid: bool = False,
+) -> dict[str, list[dict[str, Any]]]:
+    """
+    (b) for a connection we aborted: one association-aborting event with
+    this source and reason, a summary "aborted" whose reason contains
+    C{why}, and, for an undecodable PDU, one invalid-pdu event with the
+    same reason that contains C{why}.
+    """
+    byName = logged(server, peer, "aborted", why, ["association-aborting"])
+    aborting = byName["association-aborting"][0]
+    assert (aborting["source"], aborting["reason"]) == (source, reason), aborting
+    assert len(byName["association-aborting"]) == 1, byName["association-aborting"]
+    if invalid:
+        invalids = byName["invalid-pdu"]
+        assert len(invalids) == 1, f"{len(invalids)} invalid-pdu events, expected 1"
+        (event,) = invalids
+        assert event["abortReason"] == reason, event
+        assert why in event["error"], event
+        summary = server.summaryOf(peer)
+        assert event["error"] in summary["reason"], (event, summary)
+    return byName
+
+
+def served(server: FactoryServer) -> None:
+    """
+    (c): the next client gets AC, C-ECHO-RSP (status 0) and RP, and its
+    summary says released.
+    """
+    peer = normalEcho(server.port())["peer"]
+    logged(server, peer, "released", "A-RELEASE")
+
+
+def abortCase(
+    server: FactoryServer,
+    send: Sequence[bytes],
+    source: int,
+    reason: int,
+    why: str,
+    *,
+    associate: bool = False,
+    invalid: bool = False,
+) -> dict[str, list[dict[str, Any]]]:
+    """
+    Send C{send} (after associating, if C{associate}); expect exactly
+    A-ABORT (source, reason) and then nothing; check the log; check that the
+    next client is served.
+    """
+    with Client(server.port()) as client:
+        if associate:
+            client.associate()
+        client.send(*send)
+        expectAbort(client, source, reason)
+    byName = abortedFor(server, client.peer, source, reason, why, invalid)
+    served(server)
+    return byName
+
+
+def closedWithin(client: Client, limit: float, expected: bytes = b"") -> float:
+    """
+    (a) for a timer: the server sends exactly C{expected} and closes the
+    connection within C{limit} seconds (without our FIN). Return the
+    seconds it took.
+    """
+    data, eof, elapsed = client.readToEOF(limit + 3)
+    assert data == expected, f"expected {expected.hex() or 'nothing'}, got {data.hex()}"
+    assert eof, f"server did not close within {limit + 3:.1f}s"
+    assert elapsed <= limit, f"closed after {elapsed:.2f}s, limit {limit:.2f}s"
+    client.close()
+    return elapsed
+
+
+def warm(server: FactoryServer) -> int:
+    """
+    Run a few normal associations so that the first-use allocations are
+    done, then return the server's VmRSS (KiB).
+    """
+    for _ in range(3):
+        server.peerEvents(normalEcho(server.port())["peer"])
+    time.sleep(0.1)
+    return server.rssKiB()
+
+
+def junk(n: int) -> bytes:
+    """
+    C{n} bytes that are not DICOM.
+    """
+    return (b"\xa5\x5a\x00\xff" * (n // 4 + 1))[:n]

@@ -31,8 +31,10 @@ import pytest
 
 from dicomecho.wire.framer import PDUFramer
 from dicomecho.wire.pdu import PDU, decodePDU
+from tests.support.processes import TIMEOUT
 
 __all__ = [
+    "echoscu",
     "runEchoscu",
     "Reply",
     "WireScript",
@@ -359,3 +361,17 @@ def runEchoscu(
         stdin=subprocess.DEVNULL,
     )
     return completed.returncode, completed.stdout + completed.stderr
+
+
+def echoscu(port: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    """
+    One DCMTK echoscu run (C{-aet MYSCU -aec ECHOSCP}, then C{extra})
+    against 127.0.0.1:C{port}, bounded by L{TIMEOUT}.
+    """
+    return subprocess.run(
+        [requireEchoscu(), "-aet", "MYSCU", "-aec", "ECHOSCP", *extra, "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )

@@ -22,7 +22,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogBeginner
 
 from dicomecho.observability.logs import setLogLevel
 from dicomecho.association.negotiation import TransferSyntaxPreference
-from dicomecho.server.protocol import DICOMServerFactory
+from dicomecho.server.factory import DICOMServerFactory
 
 PLAIN = (str, int, float, bool, type(None))
 

@@ -16,11 +16,14 @@ is parsed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IStreamServerEndpointStringParser
+from twisted.internet.interfaces import IReactorSocket, IStreamServerEndpointStringParser
 from twisted.plugin import IPlugin
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from dicomecho.server.reuseport import ReusePortServerEndpoint
 
 __all__ = ["ReusePortServerParser", "reuseport"]
 
@@ -34,7 +37,9 @@ class ReusePortServerParser:
 
     prefix = "reuseport"
 
-    def parseStreamServer(self, reactor: Any, *args: str, **kwargs: str) -> Any:
+    def parseStreamServer(
+        self, reactor: IReactorSocket, *args: str, **kwargs: str
+    ) -> ReusePortServerEndpoint:
         """
         See L{dicomecho.server.reuseport.parseStreamServer}.
         """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tls -*-
+# -*- test-case-name: tests.test_tlsendpoint -*-
 """
 The C{dicomtls:} endpoint description: DICOM over TLS (PS3.15 Annex B.12).
 
@@ -11,8 +11,8 @@ or L{serverFromString <twisted.internet.endpoints.serverFromString>}.
 
 Keep this module import-light: every C{getPlugins()} call (twistd, trial,
 any endpoint description) imports it. It must not import the reactor;
-C{dicomecho.security.tls} (pyOpenSSL, cryptography) is imported only when a
-C{dicomtls:} description is parsed.
+C{dicomecho.server.tlsendpoint} (pyOpenSSL, cryptography) is imported only
+when a C{dicomtls:} description is parsed.
 """
 
 from __future__ import annotations
@@ -30,16 +30,16 @@ __all__ = ["DICOMTLSServerParser", "dicomtls"]
 class DICOMTLSServerParser:
     """
     Parses C{dicomtls:} descriptions into
-    L{dicomecho.security.tls.DICOMTLSServerEndpoint}s.
+    L{dicomecho.server.tlsendpoint.DICOMTLSServerEndpoint}s.
     """
 
     prefix = "dicomtls"
 
     def parseStreamServer(self, reactor: Any, *args: str, **kwargs: str) -> Any:
         """
-        See L{dicomecho.security.tls.parseStreamServer}.
+        See L{dicomecho.server.tlsendpoint.parseStreamServer}.
         """
-        from dicomecho.security.tls import parseStreamServer
+        from dicomecho.server.tlsendpoint import parseStreamServer
 
         return parseStreamServer(reactor, *args, **kwargs)
 

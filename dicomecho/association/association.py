@@ -1,0 +1,587 @@
+# -*- test-case-name: tests.test_association -*-
+"""
+One DICOM association, acceptor side, without I/O (as h11's C{Connection}).
+
+L{Association} takes bytes and the time, and answers with effects: bytes to
+send, timers to start or stop, a close, an identity to check, a responder
+result to wait for, and events for the operator
+(L{dicomecho.association.effects}). It holds the state machine (PS3.8
+Table 9-10), the framer, negotiation, the DIMSE assembler, the ordered
+response queue, release-when-idle and the fast paths. It never touches a
+transport, a clock or a logger: the server performs what it returns.
+
+Inputs: L{connected}, L{receiveData} then L{nextEffects} until it returns
+C{None}, L{timerExpired}, L{answerRequest} (after L{CheckIdentity}),
+L{responseReady}/L{responseFailed} (after L{AwaitResponse}), L{abort},
+L{connectionLost}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple
+
+from dicomecho.association.dimse import DIMSEError, DIMSEMessage, DIMSEResponse, MessageAssembler, encodeResponse
+from dicomecho.association.effects import (
+    AssociateRequested,
+    AssociationAborted,
+    AssociationAccepted,
+    AssociationEffect,
+    AssociationEnded,
+    AssociationRejected,
+    AssociationReleased,
+    AwaitResponse,
+    CheckIdentity,
+    InvalidPDU,
+    MessageReceived,
+    RequestNeverCame,
+    ResponderFailed,
+    StartTimer,
+    StopTimer,
+    TimedOut,
+    Timer,
+)
+from dicomecho.association.establishment import AssociationHost, PeerAddress, decideRequest
+from dicomecho.association.fastpaths import ResponseReplayer
+from dicomecho.association.fsm import (
+    TRANSITIONS,
+    AbortIndication,
+    AcceptorStateMachine,
+    AssociateIndication,
+    CloseTransport,
+    DataIndication,
+    Effect,
+    Event,
+    PDUIgnored,
+    ReleaseConfirmation,
+    ReleaseIndication,
+    SendPDU,
+    StartARTIM,
+    State,
+    StopARTIM,
+)
+from dicomecho.association.negotiation import Acceptance, Rejection
+from dicomecho.association.outcome import Outcome
+from dicomecho.association.responses import ResponseQueue, Slot
+from dicomecho.wire.errors import AbortSource, LocalProtocolError, RemoteProtocolError
+from dicomecho.wire.framer import PDUFramer
+from dicomecho.wire.pdu import Abort, AssociateRQ, PDUType, decodePDU
+
+__all__ = ["Association"]
+
+#: A timer with less than this left is due.
+_TIMER_RESOLUTION = 1e-3
+
+_P_DATA_TF = PDUType.P_DATA_TF.value
+_A_ASSOCIATE_RQ = PDUType.A_ASSOCIATE_RQ.value
+_NO_CONTEXTS: Mapping[int, Any] = {}
+_ASSOCIATED = (State.STA6, State.STA8)
+_CLOSE = CloseTransport()
+_STOP_ARTIM = StopTimer(Timer.ARTIM)
+_STOP_NETWORK = StopTimer(Timer.NETWORK)
+_STOP_DIMSE = StopTimer(Timer.DIMSE)
+_ENDED = AssociationEnded()
+_RELEASED = AssociationReleased()
+
+
+class _Received(NamedTuple):
+    """
+    The PDU being handled: its body, and for a known A-ASSOCIATE-RQ the
+    cache's entry.
+    """
+
+    body: bytes
+    known: tuple[Acceptance, bytes, object] | None = None
+
+
+class DataTransfer:
+    """
+    The P-DATA side of an L{Association} (PS3.8 §9.3.5, PS3.7 §9.1.5):
+    reassembled messages go to their context's responder, responses go out
+    in request order, a release waits until none is pending, and an echo
+    that repeats the previous one is answered by replay. Its state and the
+    state machine's driver (C{_run}, C{_localAbort}, C{_endAssociation},
+    C{responseFailed}, C{noteOutcome}) are L{Association}'s.
+    """
+
+    __slots__ = ()
+
+    _host: AssociationHost
+    _machine: AcceptorStateMachine
+    _assembler: MessageAssembler | None
+    _replayer: ResponseReplayer | None
+    _responses: ResponseQueue | None
+    _releasing: bool
+    _dimseRunning: bool
+    _peerMaxPDULength: int
+    contexts: Mapping[int, Any]
+    messages: int
+
+    def _replayable(self) -> bool:
+        """
+        Whether a P-DATA-TF received now may be answered by replaying a
+        response: only where the full path would do nothing but send that
+        response. That is Sta6 (Evt10 then Evt9 leave it there), no
+        response pending before it, no message half received (its DIMSE
+        timer is off and stays off), and no message to report.
+        """
+        return (
+            self._machine.state is State.STA6
+            and self._host.replaysResponses
+            and not self._responses
+            and not self._assembler.inProgress  # type: ignore[union-attr]
+            and not self._host.reportsMessages()
+        )
+
+    def _dataIndication(
+        self,
+        indication: DataIndication,
+        out: list[AssociationEffect],
+        now: float,
+        received: _Received | None,
+    ) -> None:
+        assembler = self._assembler
+        assert assembler is not None
+        pdvs = indication.pdata.pdvs
+        # A response may be recorded for replay only for a P-DATA-TF of a
+        # single PDV, received where it could have been replayed.
+        requestBody = (
+            received.body
+            if received is not None and len(pdvs) == 1 and self._replayable()
+            else None
+        )
+        for pdv in pdvs:
+            try:
+                message = assembler.receive(pdv)
+            except DIMSEError as error:
+                self._localAbort(Abort(error.abortSource, error.abortReason), str(error), out, now)
+                return
+            if message is not None:
+                self._dispatch(message, requestBody, out, now)
+                if self._machine.state not in _ASSOCIATED:
+                    return
+        inProgress = assembler.inProgress
+        if inProgress and not self._dimseRunning:
+            self._dimseRunning = True
+            out.append(StartTimer(Timer.DIMSE, self._host.dimseTimeout))
+        elif not inProgress and self._dimseRunning:
+            self._dimseRunning = False
+            out.append(_STOP_DIMSE)
+
+    def _dispatch(
+        self,
+        message: DIMSEMessage,
+        requestBody: bytes | None,
+        out: list[AssociationEffect],
+        now: float,
+    ) -> None:
+        """
+        Hand C{message} to its context's responder (by the context it came
+        on, never by the UID inside it) and queue the response.
+
+        @param requestBody: the P-DATA-TF body that carried the whole
+            message, if its response may be recorded for replay.
+        """
+        context = self.contexts[message.contextID]
+        self.messages += 1
+        host = self._host
+        if host.reportsMessages():
+            out.append(MessageReceived(message))
+        responder = host.responders.get(context.abstractSyntax)
+        try:
+            result = responder.handle(message, context) if responder else None
+            if result is None or isinstance(result, DIMSEResponse):
+                pdus = encodeResponse(result, message, self._peerMaxPDULength)
+                if (
+                    requestBody is not None
+                    and len(pdus) == 1
+                    and getattr(responder, "repeatable", False)
+                ):
+                    self._replayer.record(requestBody, pdus[0])  # type: ignore[union-attr]
+                if not self._responses:
+                    if pdus:
+                        self._run(self._machine.dataRequest(pdus), out, now)
+                    return
+                self._responses.add(pdus)
+                self._sendReady(out, now)
+                return
+        except Exception as error:
+            out.extend(self.responseFailed([None], error, now))
+            return
+        if self._responses is None:
+            self._responses = ResponseQueue()
+        out.append(AwaitResponse(self._responses.reserve(), result, message))
+
+    def _sendReady(self, out: list[AssociationEffect], now: float) -> None:
+        """
+        Send the responses now at the head of the queue, in order; then
+        release if the peer asked to and nothing is pending.
+        """
+        responses = self._responses
+        if responses is not None:
+            for ready in responses.ready():
+                if ready and self._machine.state in _ASSOCIATED:
+                    self._run(self._machine.dataRequest(ready), out, now)
+        self._releaseIfIdle(out, now)
+
+    def _releaseIfIdle(self, out: list[AssociationEffect], now: float) -> None:
+        if self._releasing and not self._responses and self._machine.state is State.STA8:
+            self._releasing = False
+            self._run(self._machine.releaseResponse(), out, now)
+            out.append(_RELEASED)
+            self.noteOutcome(Outcome.RELEASED, "A-RELEASE completed")
+            if self._host.draining:
+                # Shutting down: do not wait in Sta13 for the peer to close.
+                out.append(_CLOSE)
+            self._endAssociation(out)
+
+
+class Association(DataTransfer):
+    """
+    One association's state; see the module docstring.
+
+    @ivar outcome: how the connection ended, so far, and C{reason} why.
+    @ivar messages: DIMSE requests answered.
+    """
+
+    __slots__ = (
+        "_host", "_peer", "_machine", "_framer", "_lastReceived", "contexts",
+        "_peerMaxPDULength", "_assembler", "_replayer", "_responses",
+        "_releasing", "_networkRunning", "_dimseRunning", "outcome", "reason",
+        "messages", "titles", "acceptedAt",
+    )
+
+    def __init__(self, host: AssociationHost, peer: PeerAddress) -> None:
+        self._host = host
+        self._peer = peer
+        self._machine = AcceptorStateMachine()
+        self._framer = PDUFramer(
+            maxAssociateLength=host.maxAssociateLength,
+            maxPDataLength=host.policy.maxPDULength,
+        )
+        self._lastReceived = 0.0
+        # What the association needs of its negotiation; the decoded request
+        # itself is not kept (a 1 MiB request decodes to many objects).
+        self.contexts: Mapping[int, Any] = _NO_CONTEXTS
+        self._peerMaxPDULength = 0
+        self._assembler: MessageAssembler | None = None
+        self._replayer: ResponseReplayer | None = None
+        self._responses: ResponseQueue | None = None
+        self._releasing = False
+        self._networkRunning = False
+        self._dimseRunning = False
+        self.outcome = Outcome.NO_ASSOCIATION
+        self.reason = "connection closed before an A-ASSOCIATE-RQ"
+        self.messages = 0
+        self.titles: tuple[str, str] | None = None
+        self.acceptedAt: float | None = None
+
+    @property
+    def state(self) -> State:
+        """
+        The PS3.8 state.
+        """
+        return self._machine.state
+
+    @property
+    def established(self) -> bool:
+        """
+        Whether an association is being negotiated or holds (Sta3, 6, 8).
+        """
+        return self._machine.state in (State.STA3, State.STA6, State.STA8)
+
+    @property
+    def bufferedLength(self) -> int:
+        """
+        Bytes received and not yet handled.
+        """
+        return self._framer.bufferedLength
+
+    def noteOutcome(self, outcome: Outcome, reason: str) -> None:
+        """
+        Record how the connection ended, when the server knows better (a
+        refused source, a failed TLS handshake).
+        """
+        self.outcome = outcome
+        self.reason = reason
+
+    # --- inputs -----------------------------------------------------------
+
+    def connected(self, now: float) -> list[AssociationEffect]:
+        """
+        Evt5: the transport connection is open.
+        """
+        return self._run(self._machine.transportConnected(), [], now)
+
+    def receiveData(self, data: bytes, now: float) -> None:
+        """
+        Buffer C{data}; L{nextEffects} handles it.
+        """
+        self._lastReceived = now
+        self._framer.receiveData(data)
+
+    def nextEffects(self, now: float) -> list[AssociationEffect] | None:
+        """
+        Handle the next complete PDU received; C{None} when more bytes are
+        needed or nothing more will be handled.
+        """
+        framer = self._framer
+        if framer.failed or self._machine.state is State.STA1:
+            return None
+        try:
+            frame = framer.nextFrame()
+            if frame is None:
+                return None
+            pduType, body = frame
+            if pduType == _P_DATA_TF and self._replayable():
+                response = self._replayer.respond(body)  # type: ignore[union-attr]
+                if response is not None:
+                    self.messages += 1
+                    return [SendPDU(response)]
+            known = (
+                self._host.acceptances.get(body, self._host.policy)
+                if pduType == _A_ASSOCIATE_RQ
+                else None
+            )
+            # A known request's decoded PDU is the one decoding gives.
+            pdu = known[0].rq if known is not None else decodePDU(pduType, body)
+        except RemoteProtocolError as error:
+            return self._run(self._machine.invalidPDUReceived(error), [InvalidPDU(error)], now)
+        return self._run(self._machine.pduReceived(pdu), [], now, _Received(body, known))
+
+    def timerExpired(self, timer: Timer, now: float) -> list[AssociationEffect]:
+        """
+        C{timer} is due.
+        """
+        out: list[AssociationEffect] = []
+        if timer is Timer.ARTIM:
+            self._run(self._machine.artimExpired(), out, now)
+        elif timer is Timer.NETWORK:
+            self._networkCheck(out, now)
+        elif timer is Timer.DIMSE:
+            self._dimseRunning = False
+            self._timedOut(Timer.DIMSE, out, now)
+        else:
+            raise LocalProtocolError(f"unknown timer {timer!r}")
+        return out
+
+    def answerRequest(
+        self, outcome: Acceptance | Rejection, now: float
+    ) -> list[AssociationEffect]:
+        """
+        Answer the A-ASSOCIATE-RQ held in Sta3 (after L{CheckIdentity});
+        nothing if the peer aborted or went away meanwhile.
+        """
+        if self._machine.state is not State.STA3:
+            return []
+        return self._answer(outcome, [], now)
+
+    def responseReady(
+        self, slot: Slot, response: Any, request: DIMSEMessage, now: float
+    ) -> list[AssociationEffect]:
+        """
+        The responder's later answer for the request that reserved C{slot}.
+        """
+        try:
+            pdus = encodeResponse(response, request, self._peerMaxPDULength)
+        except Exception as error:
+            return self.responseFailed(slot, error, now)
+        out: list[AssociationEffect] = []
+        slot[0] = pdus
+        self._sendReady(out, now)
+        return out
+
+    def responseFailed(
+        self, slot: Slot, error: BaseException, now: float, record: object = None
+    ) -> list[AssociationEffect]:
+        """
+        The responder failed: a DIMSE error aborts with its reason (PS3.8
+        §9.3.8), anything else with source 0, reason 0 (and
+        L{ResponderFailed}, carrying C{record}).
+        """
+        out: list[AssociationEffect] = []
+        if isinstance(error, DIMSEError):
+            self._localAbort(Abort(error.abortSource, error.abortReason), str(error), out, now)
+        else:
+            out.append(ResponderFailed(error, record))
+            self._localAbort(Abort(), "the service responder failed", out, now)
+        return out
+
+    def abort(self, why: str, now: float) -> list[AssociationEffect]:
+        """
+        Evt15: abort the association (source 0, reason 0), if one holds.
+        """
+        return self._localAbort(Abort(), why, [], now)
+
+    def connectionLost(self, now: float) -> list[AssociationEffect]:
+        """
+        Evt17: the transport closed.
+        """
+        if self._machine.state is State.STA1:
+            return []
+        return self._run(self._machine.transportClosed(), [], now)
+
+    # --- the state machine's effects ----------------------------------------
+
+    def _run(
+        self,
+        effects: list[Effect],
+        out: list[AssociationEffect],
+        now: float,
+        received: _Received | None = None,
+    ) -> list[AssociationEffect]:
+        for effect in effects:
+            kind = type(effect)
+            if kind is SendPDU or kind is CloseTransport:
+                out.append(effect)  # type: ignore[arg-type]
+            elif kind is DataIndication:
+                self._dataIndication(effect, out, now, received)  # type: ignore[arg-type]
+            elif kind is StartARTIM:
+                out.append(StartTimer(Timer.ARTIM, self._host.acseTimeout))
+            elif kind is StopARTIM:
+                out.append(_STOP_ARTIM)
+            elif kind is AssociateIndication:
+                self._associateIndication(effect.rq, out, now, received)  # type: ignore[union-attr]
+            elif kind is ReleaseIndication:
+                self._releasing = True
+                self._releaseIfIdle(out, now)
+            elif kind is AbortIndication:
+                self._abortIndication(effect, out)  # type: ignore[arg-type]
+            elif kind is not PDUIgnored and kind is not ReleaseConfirmation:
+                raise LocalProtocolError(f"unhandled state machine effect {effect!r}")
+        return out
+
+    # --- establishment ----------------------------------------------------------
+
+    def _associateIndication(
+        self, rq: AssociateRQ, out: list[AssociationEffect], now: float, received: _Received | None
+    ) -> None:
+        self.titles = (rq.callingAETitle, rq.calledAETitle)
+        out.append(AssociateRequested(rq))
+        known = received.known if received is not None else None
+        decision = decideRequest(rq, self._host, self._peer, known)
+        if decision.invalid is not None:
+            error = decision.invalid
+            out.append(InvalidPDU(error))
+            self.noteOutcome(Outcome.ABORTED, str(error))
+            abort = Abort(AbortSource.SERVICE_PROVIDER, error.abortReason)
+            self._run(self._machine.abortRequest(abort, str(error)), out, now)
+        elif decision.identity is not None:
+            out.append(CheckIdentity(decision.outcome, decision.identity))  # type: ignore[arg-type]
+        elif decision.cached is not None:
+            self._answer(decision.outcome, out, now, *decision.cached)  # type: ignore[arg-type]
+        else:
+            body = received.body if received is not None else None
+            self._answer(decision.outcome, out, now, body=body)  # type: ignore[arg-type]
+
+    def _answer(
+        self,
+        outcome: Acceptance | Rejection,
+        out: list[AssociationEffect],
+        now: float,
+        acBytes: bytes | None = None,
+        replayer: object = None,
+        body: bytes | None = None,
+    ) -> list[AssociationEffect]:
+        """
+        Send the A-ASSOCIATE response for C{outcome}: C{acBytes} and
+        C{replayer} come with a cached acceptance, C{body} is the request's,
+        to remember a new acceptance by.
+        """
+        if isinstance(outcome, Rejection):
+            out.append(AssociationRejected(outcome))
+            self.noteOutcome(Outcome.REJECTED, outcome.reason)
+            self._run(self._machine.associateResponse(outcome.rj), out, now)
+            # Nothing can follow a rejection: close once the RJ is flushed
+            # (Sta13 still runs ARTIM until the close completes).
+            out.append(_CLOSE)
+            return out
+        # Read only, and shared with associations accepted alike.
+        self.contexts = outcome.contexts
+        self._peerMaxPDULength = outcome.peerMaxPDULength
+        self._assembler = MessageAssembler(outcome.contexts.keys())
+        self.acceptedAt = now
+        out.append(AssociationAccepted(outcome))
+        self.noteOutcome(Outcome.ESTABLISHED, "association not yet ended")
+        if acBytes is None:
+            host = self._host
+            acBytes = outcome.ac.encode()
+            replayer = ResponseReplayer()
+            if body is not None:
+                host.acceptances.remember(body, host.policy, outcome, acBytes, replayer)
+        # Associations accepted alike answer alike: they share what the
+        # replayer learns, so an SCU's first echo can be replayed too.
+        assert isinstance(replayer, ResponseReplayer)
+        self._replayer = replayer
+        self._run(self._machine.associateResponse(outcome.ac, acBytes), out, now)
+        if not self._networkRunning:
+            self._lastReceived = now
+            self._networkRunning = True
+            out.append(StartTimer(Timer.NETWORK, self._host.networkTimeout))
+        return out
+
+    # --- aborts and timers ------------------------------------------------------
+
+    def _localAbort(
+        self, abort: Abort, why: str, out: list[AssociationEffect], now: float
+    ) -> list[AssociationEffect]:
+        """
+        Send C{abort} (Evt15, AA-1) for a fault found after the association
+        was established; in Sta1, Sta2 and Sta13 there is none to abort.
+        """
+        if (self._machine.state, Event.EVT15) in TRANSITIONS:
+            if self._responses is not None:
+                self._responses.clear()
+            self._run(self._machine.abortRequest(abort, why), out, now)
+        return out
+
+    def _abortIndication(self, indication: AbortIndication, out: list[AssociationEffect]) -> None:
+        self._endAssociation(out)
+        if indication.reason is None and not indication.byPeer:
+            # ARTIM expired before any A-ASSOCIATE-RQ: closed, no PDU sent.
+            self.noteOutcome(Outcome.NO_ASSOCIATION, indication.detail)
+            out.append(RequestNeverCame(indication.detail))
+            return
+        if not indication.byPeer:
+            outcome = Outcome.ABORTED
+        elif indication.reason is not None:
+            outcome = Outcome.ABORTED_BY_PEER
+        else:
+            outcome = Outcome.CONNECTION_LOST
+        self.noteOutcome(outcome, indication.detail)
+        out.append(AssociationAborted(indication))
+
+    def _networkCheck(self, out: list[AssociationEffect], now: float) -> None:
+        # Re-armed from the last byte received rather than reset on every
+        # read: one timer event per timeout period, not per PDU.
+        self._networkRunning = False
+        if self._machine.state not in _ASSOCIATED:
+            return
+        remaining = self._host.networkTimeout - (now - self._lastReceived)
+        # Compare with a margin: float rounding can leave a remainder so small
+        # that adding it to the time changes nothing, and re-arming for it
+        # would fire again at once, forever (found by fuzz/fuzz_dicomecho.py).
+        if remaining > _TIMER_RESOLUTION:
+            self._networkRunning = True
+            out.append(StartTimer(Timer.NETWORK, remaining))
+        else:
+            self._timedOut(Timer.NETWORK, out, now)
+
+    def _timedOut(self, timer: Timer, out: list[AssociationEffect], now: float) -> None:
+        out.append(TimedOut(timer))
+        self._localAbort(Abort(), f"{timer.value} timeout", out, now)
+        # Nothing more is expected from a peer that went quiet: close now
+        # rather than wait out ARTIM in Sta13.
+        out.append(_CLOSE)
+
+    def _endAssociation(self, out: list[AssociationEffect]) -> None:
+        """
+        The association is over (released or aborted): its slot is free and
+        the timers of an established association stop.
+        """
+        out.append(_ENDED)
+        if self._networkRunning:
+            self._networkRunning = False
+            out.append(_STOP_NETWORK)
+        if self._dimseRunning:
+            self._dimseRunning = False
+            out.append(_STOP_DIMSE)

@@ -1,0 +1,137 @@
+# -*- test-case-name: tests.test_association -*-
+"""
+What an association needs of its server, and how it decides about an
+A-ASSOCIATE-RQ (PS3.8 §9.3.2): from the acceptance cache, by negotiation,
+or after a user identity check (PS3.7 D.3.3.7). Pure: the decision is a
+value; L{dicomecho.association.association} carries it out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple, Protocol
+
+from dicomecho.association.dimse import DIMSEMessage
+from dicomecho.association.fastpaths import AcceptanceCache
+from dicomecho.association.negotiation import (
+    Acceptance,
+    AssociationPolicy,
+    InvalidAssociateRequest,
+    Rejection,
+    identityRejection,
+    negotiate,
+)
+from dicomecho.wire.pdu import AssociateRQ
+from dicomecho.wire.userinfo import UserIdentityRQ
+
+__all__ = [
+    "ServiceResponder",
+    "AssociationHost",
+    "PeerAddress",
+    "Decision",
+    "decideRequest",
+    "identityOf",
+]
+
+
+class ServiceResponder(Protocol):
+    """
+    What the association needs of a responder (the services layer's
+    C{IServiceResponder} provides it).
+    """
+
+    def handle(self, request: DIMSEMessage, context: Any) -> object: ...
+
+
+class AssociationHost(Protocol):
+    """
+    What an association reads from its server (the factory provides it).
+    """
+
+    policy: AssociationPolicy
+    acceptances: AcceptanceCache
+    responders: Mapping[str, ServiceResponder]
+    acseTimeout: float
+    networkTimeout: float
+    dimseTimeout: float
+    maxAssociateLength: int
+    draining: bool
+    #: Whether repeated requests may be answered by replaying (off only to
+    #: compare the two paths).
+    replaysResponses: bool
+    #: Whether a User Identity sub-item is checked, and whether one is required.
+    checksIdentity: bool
+    requiresIdentity: bool
+
+    @property
+    def atCapacity(self) -> bool: ...
+
+    def reportsMessages(self) -> bool:
+        """
+        Whether every DIMSE message is reported (L{MessageReceived}); the
+        replay fast path is off then.
+        """
+
+
+class PeerAddress(Protocol):
+    """
+    Where the peer is, read only when an access list needs it.
+    """
+
+    def peerHost(self) -> str: ...
+
+
+def identityOf(rq: AssociateRQ) -> UserIdentityRQ | None:
+    """
+    The request's User Identity sub-item (PS3.7 D.3.3.7), if any.
+    """
+    info = rq.userInformation
+    return info.userIdentity if info is not None else None
+
+
+class Decision(NamedTuple):
+    """
+    How to answer a request: C{outcome}, sent at once; or after checking
+    C{identity}; or with the cached AC bytes and replayer C{cached}; or,
+    for a request that cannot be negotiated, C{invalid} (an A-ABORT).
+    """
+
+    outcome: Acceptance | Rejection | None
+    identity: UserIdentityRQ | None = None
+    cached: tuple[bytes, object] | None = None
+    invalid: InvalidAssociateRequest | None = None
+
+
+def decideRequest(
+    rq: AssociateRQ,
+    host: AssociationHost,
+    peer: PeerAddress,
+    known: tuple[Acceptance, bytes, object] | None,
+) -> Decision:
+    """
+    Decide about C{rq}; C{known} is the acceptance cache's entry for its
+    bytes, if any.
+    """
+    access = host.policy.access
+    atCapacity = host.atCapacity
+    # A known request's acceptance holds for any source only without an
+    # access list, and never stands in for an identity check.
+    if (
+        known is not None
+        and not atCapacity
+        and (access.empty or access.admits(rq.callingAETitle, peer.peerHost()))
+        and (not host.checksIdentity or identityOf(rq) is None)
+    ):
+        acceptance, acBytes, replayer = known
+        return Decision(acceptance, cached=(acBytes, replayer))
+    try:
+        peerHost = None if access.empty else peer.peerHost()
+        outcome = negotiate(rq, host.policy, atCapacity=atCapacity, peerHost=peerHost)
+    except InvalidAssociateRequest as error:
+        return Decision(None, invalid=error)
+    if isinstance(outcome, Acceptance) and host.checksIdentity:
+        identity = identityOf(rq)
+        if identity is not None:
+            return Decision(outcome, identity=identity)
+        if host.requiresIdentity:
+            outcome = identityRejection(outcome, "no user identity was sent (one is required)")
+    return Decision(outcome)

@@ -1,0 +1,296 @@
+# -*- test-case-name: tests.test_logs -*-
+"""
+Every log event dicomecho emits: its name (L{EventName}, the C{dicomEvent}
+field of the JSON log) and one emitter per event that fixes its level,
+text and fields. Renderers (L{dicomecho.observability.logs}) match on the
+same names.
+
+Emitters of events that may be off at the current level test it first,
+so building their fields costs nothing then.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Mapping
+
+from twisted.logger import LogLevel
+from twisted.python.failure import Failure
+
+from dicomecho.association.dimse import DIMSEMessage
+from dicomecho.association.fsm import AbortIndication
+from dicomecho.association.negotiation import Acceptance, Rejection
+from dicomecho.observability.levels import isEnabled, log
+from dicomecho.wire.errors import RemoteProtocolError
+from dicomecho.wire.pdu import AssociateRQ
+
+__all__ = [
+    "EventName",
+    "commandName",
+    "emitShutdown",
+    "emitShutdownAbort",
+    "emitConnectionRefused",
+    "emitConnectionClosed",
+    "emitTLSEstablished",
+    "emitTLSRefused",
+    "emitInvalidPDU",
+    "emitAssociateRQ",
+    "emitAccepted",
+    "emitRejected",
+    "emitDIMSEReceived",
+    "emitReleased",
+    "emitAborted",
+    "emitTimeout",
+    "emitResponderFailed",
+    "emitSummary",
+    "emitIdentityCheckFailed",
+    "emitIdentityThrottled",
+]
+
+
+class EventName(Enum):
+    """
+    The C{dicomEvent} of each event; the value is what logs carry.
+    """
+
+    STARTUP = "startup"
+    LISTENING = "listening"
+    LISTEN_FAILED = "listen-failed"
+    METRICS_LISTENING = "metrics-listening"
+    INSECURE_LISTENER = "insecure-listener"
+    SHUTDOWN = "shutdown"
+    SHUTDOWN_ABORT = "shutdown-abort"
+    CONNECTION_REFUSED = "connection-refused"
+    CONNECTION_CLOSED = "connection-closed"
+    PROXY_HEADER_INVALID = "proxy-header-invalid"
+    TLS_ESTABLISHED = "tls-established"
+    TLS_REFUSED = "tls-refused"
+    ASSOCIATE_RQ = "associate-rq"
+    ASSOCIATION_ACCEPTED = "association-accepted"
+    ASSOCIATION_REJECTED = "association-rejected"
+    DIMSE_RECEIVED = "dimse-received"
+    ASSOCIATION_RELEASED = "association-released"
+    ASSOCIATION_ABORTED = "association-aborted"
+    ASSOCIATION_ABORTING = "association-aborting"
+    ASSOCIATION_SUMMARY = "association-summary"
+    INVALID_PDU = "invalid-pdu"
+    TIMEOUT = "timeout"
+    RESPONDER_FAILED = "responder-failed"
+    IDENTITY_CHECK_FAILED = "identity-check-failed"
+    IDENTITY_THROTTLED = "identity-throttled"
+
+
+E = EventName
+
+
+def commandName(commandField: int) -> str:
+    """
+    echoscp's wording for a received message: "Echo Request" for a
+    C-ECHO-RQ, else the PS3.7 name (e.g. "C-STORE-RQ").
+    """
+    from dicomecho.association.dimse import CommandField
+
+    if commandField == CommandField.C_ECHO_RQ:
+        return "Echo Request"
+    try:
+        return CommandField(commandField).name.replace("_", "-")
+    except ValueError:
+        return f"command 0x{commandField:04X}"
+
+
+# --- the server's life ---------------------------------------------------------
+
+
+def emitShutdown(associations: int, connections: int, grace: float) -> None:
+    log.info(
+        "Shutting down: {associations} association(s) may finish within {grace} s",
+        dicomEvent=E.SHUTDOWN.value,
+        peer="",
+        associations=associations,
+        connections=connections,
+        grace=grace,
+    )
+
+
+def emitShutdownAbort(count: int) -> None:
+    log.info(
+        "Aborting {count} association(s) still open after the grace period",
+        dicomEvent=E.SHUTDOWN_ABORT.value,
+        peer="",
+        count=count,
+    )
+
+
+# --- connections --------------------------------------------------------------
+
+
+def emitConnectionRefused(peer: str, why: str) -> None:
+    log.warn(
+        "Refused connection from {peer}: {why}",
+        dicomEvent=E.CONNECTION_REFUSED.value,
+        peer=peer,
+        why=why,
+    )
+
+
+def emitConnectionClosed(peer: str, detail: str) -> None:
+    log.debug(
+        "Connection from {peer} closed: {detail}",
+        dicomEvent=E.CONNECTION_CLOSED.value,
+        peer=peer,
+        detail=detail,
+    )
+
+
+def emitTLSEstablished(peer: str, tlsInfo: Mapping[str, str | None]) -> None:
+    if isEnabled(LogLevel.info):
+        log.info(
+            "TLS {tlsVersion} from {peer} ({tlsCipher}), client certificate: {subject}",
+            dicomEvent=E.TLS_ESTABLISHED.value,
+            peer=peer,
+            subject=tlsInfo.get("tlsSubject") or "none",
+            **tlsInfo,
+        )
+
+
+def emitTLSRefused(peer: str, why: str, tlsInfo: Mapping[str, str | None]) -> None:
+    log.error(
+        "TLS handshake with {peer} failed: {why}",
+        dicomEvent=E.TLS_REFUSED.value,
+        peer=peer,
+        why=why,
+        **tlsInfo,
+    )
+
+
+def emitInvalidPDU(peer: str, error: RemoteProtocolError) -> None:
+    log.error(
+        "Invalid PDU from {peer}: {error}",
+        dicomEvent=E.INVALID_PDU.value,
+        peer=peer,
+        error=str(error),
+        abortReason=int(error.abortReason),
+        looksLike=getattr(error, "looksLike", None),
+    )
+
+
+# --- associations -------------------------------------------------------------
+
+
+def emitAssociateRQ(peer: str, rq: AssociateRQ) -> None:
+    if isEnabled(LogLevel.debug):
+        log.debug("A-ASSOCIATE-RQ from {peer}", dicomEvent=E.ASSOCIATE_RQ.value, peer=peer, rq=rq)
+
+
+def emitAccepted(
+    peer: str, acceptance: Acceptance, user: str | None, tlsInfo: Mapping[str, str | None]
+) -> None:
+    if isEnabled(LogLevel.info):
+        log.info(
+            "Accepting Association",
+            dicomEvent=E.ASSOCIATION_ACCEPTED.value,
+            peer=peer,
+            rq=acceptance.rq,
+            ac=acceptance.ac,
+            contexts=acceptance.contexts,
+            user=user,
+            **tlsInfo,
+        )
+
+
+def emitRejected(peer: str, rejection: Rejection, tlsInfo: Mapping[str, str | None]) -> None:
+    rj = rejection.rj
+    # echoscp reports a protocol version it cannot serve (1, 2, 2) as an
+    # error; every other rejection is information.
+    level = LogLevel.error if (rj.result, rj.source, rj.reason) == (1, 2, 2) else LogLevel.info
+    log.emit(
+        level,
+        "Rejecting Association",
+        dicomEvent=E.ASSOCIATION_REJECTED.value,
+        peer=peer,
+        rq=rejection.rq,
+        rj=rj,
+        result=rj.result,
+        source=rj.source,
+        diagnostic=rj.reason,
+        reason=rejection.reason,
+        **tlsInfo,
+    )
+
+
+def emitDIMSEReceived(peer: str, message: DIMSEMessage) -> None:
+    log.info(
+        "Received {commandName} (MsgID {messageID})",
+        dicomEvent=E.DIMSE_RECEIVED.value,
+        peer=peer,
+        commandName=commandName(message.commandField),
+        commandField=message.commandField,
+        messageID=message.messageID,
+        contextID=message.contextID,
+        message=message,
+    )
+
+
+def emitReleased(peer: str) -> None:
+    if isEnabled(LogLevel.info):
+        log.info("Association Released", dicomEvent=E.ASSOCIATION_RELEASED.value, peer=peer)
+
+
+def emitAborted(peer: str, indication: AbortIndication) -> None:
+    name = E.ASSOCIATION_ABORTED if indication.byPeer else E.ASSOCIATION_ABORTING
+    log.info(
+        "Association Aborted" if indication.byPeer else "Aborting Association",
+        dicomEvent=name.value,
+        peer=peer,
+        source=indication.source,
+        reason=indication.reason,
+        detail=indication.detail,
+    )
+
+
+def emitTimeout(peer: str, what: str) -> None:
+    log.error("{what} timeout reached", what=what, dicomEvent=E.TIMEOUT.value, peer=peer)
+
+
+def emitResponderFailed(peer: str, failure: Failure) -> None:
+    log.failure(
+        "Service responder failed; aborting the association",
+        failure,
+        dicomEvent=E.RESPONDER_FAILED.value,
+        peer=peer,
+    )
+
+
+def emitSummary(**fields: Any) -> None:
+    """
+    The one C{association-summary} of a connection (fields as
+    L{dicomecho.server.protocol} gathers them).
+    """
+    log.info(
+        "Association from {peer}: {outcome} ({reason})",
+        dicomEvent=E.ASSOCIATION_SUMMARY.value,
+        **fields,
+    )
+
+
+# --- user identity --------------------------------------------------------------
+
+
+def emitIdentityCheckFailed(peer: str, failure: Failure) -> None:
+    log.failure(
+        "User identity check failed; rejecting the association",
+        failure,
+        dicomEvent=E.IDENTITY_CHECK_FAILED.value,
+        peer=peer,
+    )
+
+
+def emitIdentityThrottled(peer: str, host: str, failures: int, delay: float) -> None:
+    log.warn(
+        "{failures} failed user identity checks from {host}: answering in {delay} s",
+        dicomEvent=E.IDENTITY_THROTTLED.value,
+        peer=peer,
+        host=host,
+        failures=failures,
+        delay=delay,
+    )

@@ -1,0 +1,247 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+L{DICOMServerFactory}: builds a L{DICOMAssociationProtocol} per connection
+and holds what they share: the policy, the responders, the acceptance
+cache, the counts and the stats; and drains them at shutdown.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import LogLevel
+
+from dicomecho.association.fastpaths import AcceptanceCache
+from dicomecho.association.negotiation import (
+    DEFAULT_MAX_ASSOCIATIONS,
+    AssociationPolicy,
+    TransferSyntaxPreference,
+    transferSyntaxOrder,
+)
+from dicomecho.observability.events import emitShutdown, emitShutdownAbort
+from dicomecho.observability.levels import isEnabled
+from dicomecho.observability.stats import ServerStats
+from dicomecho.security.access import AccessList
+from dicomecho.security.identity import (
+    FailureThrottle,
+    IUserIdentityChecker,
+    UserIdentityMode,
+)
+from dicomecho.server.protocol import DICOMAssociationProtocol
+from dicomecho.services.verification import IServiceResponder, VerificationResponder
+from dicomecho.wire.framer import DEFAULT_MAX_ASSOCIATE_LENGTH
+
+__all__ = ["DICOMServerFactory"]
+
+
+class DICOMServerFactory(ServerFactory):
+    """
+    Builds a L{DICOMAssociationProtocol} per connection; holds the policy,
+    the responders and the number of live associations.
+
+    @ivar activeAssociations: associations accepted and not yet ended.
+
+    @param aeTitle: our AE title; compared with the called AE title only
+        when C{requireCalledAETitle} is set.
+    @param allowedCallingAETitles: if not empty, only these calling AE
+        titles may associate.
+    @param maxPDULength: the Maximum Length we advertise and enforce on
+        P-DATA-TF; 0 means no limit (bounded by the framer's ceiling).
+    @param transferSyntaxes: a preference, or our own ordered list.
+    @param maxAssociations: live associations beyond which a request is
+        rejected (transient, local-limit-exceeded).
+    @param responders: the services offered, by abstract syntax;
+        defaults to Verification alone.
+    @param access: source networks and calling-AE@network pairs that
+        may connect and associate; empty allows everyone.
+    @param userIdentity: what to do with a User Identity sub-item.
+    @param identityChecker: decides about user identities; needed
+        unless C{userIdentity} is C{IGNORE}.
+    @param maxIdentityChecks: identity checks in progress at once
+        beyond which a request is rejected (transient,
+        local-limit-exceeded).
+    @param clock: the L{IReactorTime} for every timer; defaults to the
+        global reactor.
+    """
+
+    # Our own "listening" event says where we listen; skip Twisted's
+    # per-port "Starting factory" lines.
+    noisy = False
+
+    #: Answer a repeated echo by replaying the previous response
+    #: (L{dicomecho.association.fastpaths}); off only to compare the paths.
+    replaysResponses = True
+
+    def __init__(
+        self,
+        aeTitle: str = "ECHOSCP",
+        *,
+        requireCalledAETitle: bool = False,
+        allowedCallingAETitles: Iterable[str] = (),
+        maxPDULength: int = 16382,
+        transferSyntaxes: TransferSyntaxPreference | Sequence[str] = (
+            TransferSyntaxPreference.DEFAULT
+        ),
+        acseTimeout: float = 30.0,
+        dimseTimeout: float = 30.0,
+        networkTimeout: float = 30.0,
+        maxAssociations: int = DEFAULT_MAX_ASSOCIATIONS,
+        maxAssociateLength: int = DEFAULT_MAX_ASSOCIATE_LENGTH,
+        responders: Sequence[IServiceResponder] | None = None,
+        access: AccessList = AccessList(),
+        userIdentity: UserIdentityMode = UserIdentityMode.IGNORE,
+        identityChecker: IUserIdentityChecker | None = None,
+        maxIdentityChecks: int = 32,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor  # type: ignore[assignment]
+        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self._setIdentity(userIdentity, identityChecker, maxIdentityChecks)
+        if isinstance(transferSyntaxes, TransferSyntaxPreference):
+            transferSyntaxes = transferSyntaxOrder(transferSyntaxes)
+        self.responders: dict[str, IServiceResponder] = {}
+        for responder in responders if responders is not None else [VerificationResponder()]:
+            for abstractSyntax in responder.abstractSyntaxes:
+                self.responders[abstractSyntax] = responder
+        self.policy = AssociationPolicy(
+            aeTitle=aeTitle,
+            requireCalledAETitle=requireCalledAETitle,
+            allowedCallingAETitles=frozenset(allowedCallingAETitles),
+            maxPDULength=maxPDULength,
+            transferSyntaxes=tuple(transferSyntaxes),
+            abstractSyntaxes=tuple(self.responders),
+            access=access,
+        )
+        self.acseTimeout = acseTimeout
+        self.dimseTimeout = dimseTimeout
+        self.networkTimeout = networkTimeout
+        self.maxAssociations = maxAssociations
+        self.maxAssociateLength = maxAssociateLength
+        self.activeAssociations = 0
+        self.draining = False
+        self.acceptances = AcceptanceCache()
+        self.stats = ServerStats()
+        self._protocols: set[DICOMAssociationProtocol] = set()
+        self._drained: Deferred[None] | None = None
+        self._drainCalls: list[IDelayedCall] = []
+
+    def _setIdentity(
+        self,
+        mode: UserIdentityMode,
+        checker: IUserIdentityChecker | None,
+        maxChecks: int,
+    ) -> None:
+        if mode is not UserIdentityMode.IGNORE and checker is None:
+            raise ValueError(f"user identity mode {mode.value!r} needs an identity checker")
+        self.userIdentity = mode
+        self.checksIdentity = mode is not UserIdentityMode.IGNORE
+        self.requiresIdentity = mode is UserIdentityMode.REQUIRED
+        self.identityChecker = checker
+        self.identityThrottle = FailureThrottle(self.clock)
+        self.maxIdentityChecks = maxChecks
+        self.identityChecksInProgress = 0
+
+    def buildProtocol(self, addr: IAddress) -> DICOMAssociationProtocol:
+        protocol = DICOMAssociationProtocol(self)
+        protocol.factory = self
+        return protocol
+
+    @property
+    def openConnections(self) -> int:
+        """
+        Connections currently open, associated or not.
+        """
+        return len(self._protocols)
+
+    @property
+    def atCapacity(self) -> bool:
+        """
+        Whether a new association would be rejected (local-limit-exceeded):
+        the limit is reached, or the server is shutting down.
+        """
+        return self.draining or self.activeAssociations >= self.maxAssociations
+
+    def reportsMessages(self) -> bool:
+        """
+        Whether each DIMSE message is logged (info and below).
+        """
+        return isEnabled(LogLevel.info)
+
+    def messagesAnswered(self) -> int:
+        """
+        DIMSE requests handled so far, on closed and open connections.
+        """
+        return self.stats.messagesOfClosed + sum(p.messages for p in self._protocols)
+
+    # --- connections --------------------------------------------------------------
+
+    def connectionOpened(self, protocol: DICOMAssociationProtocol) -> None:
+        """
+        C{protocol}'s connection is open.
+        """
+        self._protocols.add(protocol)
+
+    def connectionClosed(self, protocol: DICOMAssociationProtocol) -> None:
+        """
+        C{protocol}'s connection is closed.
+        """
+        self._protocols.discard(protocol)
+        if self.draining and not self._protocols and self._drainCalls:
+            self._drainFinished()
+
+    # --- shutdown -----------------------------------------------------------------
+
+    def drain(self, grace: float) -> Deferred[None]:
+        """
+        Shut down gracefully: close connections that hold no association
+        at once, let established associations finish for C{grace} seconds,
+        then A-ABORT the rest. New requests are rejected meanwhile
+        (transient, local-limit-exceeded).
+
+        @return: a L{Deferred} that fires when every connection is closed,
+            at the latest about one second after C{grace}.
+        """
+        if self._drained is not None:
+            return self._drained
+        self.draining = True
+        emitShutdown(self.activeAssociations, len(self._protocols), grace)
+        for protocol in list(self._protocols):
+            protocol.shutdownStarted()
+        if not self._protocols:
+            self._drained = succeed(None)
+            return self._drained
+        self._drained = Deferred()
+        later = self.clock.callLater
+        self._drainCalls = [
+            later(grace, self._abortRemaining),
+            later(grace + 0.5, self._closeRemaining),
+            later(grace + 0.9, self._drainFinished),
+        ]
+        return self._drained
+
+    def _abortRemaining(self) -> None:
+        if self._protocols:
+            emitShutdownAbort(len(self._protocols))
+        for protocol in list(self._protocols):
+            protocol.abortForShutdown()
+
+    def _closeRemaining(self) -> None:
+        # Peers that do not read keep our A-ABORT in the send buffer: drop
+        # those connections without waiting for the flush.
+        for protocol in list(self._protocols):
+            protocol.forceClose()
+
+    def _drainFinished(self) -> None:
+        self._drainCalls = [c for c in self._drainCalls if c.active()]
+        for call in self._drainCalls:
+            call.cancel()
+        self._drainCalls = []
+        drained, self._drained = self._drained, succeed(None)
+        if drained is not None and not drained.called:
+            drained.callback(None)

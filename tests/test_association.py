@@ -1,0 +1,374 @@
+"""
+Tests for L{dicomecho.association.association}: the I/O-free Association,
+driven with bytes and a number for "now", no transport, no clock, no
+reactor. What it returns is all there is to check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import pytest
+
+from dicomecho.association.association import Association
+from dicomecho.association.dimse import decodeCommandSet
+from dicomecho.association.effects import (
+    AssociateRequested,
+    AssociationAborted,
+    AssociationAccepted,
+    AssociationEnded,
+    AssociationRejected,
+    AssociationReleased,
+    AwaitResponse,
+    CheckIdentity,
+    CloseTransport,
+    InvalidPDU,
+    MessageReceived,
+    RequestNeverCame,
+    ResponderFailed,
+    SendPDU,
+    StartTimer,
+    StopTimer,
+    TimedOut,
+    Timer,
+)
+from dicomecho.association.fastpaths import AcceptanceCache
+from dicomecho.association.fsm import State
+from dicomecho.association.negotiation import AssociationPolicy
+from dicomecho.association.outcome import Outcome
+from dicomecho.association.dimse import DIMSEResponse
+from dicomecho.services.verification import VerificationResponder
+from dicomecho.wire.items import PresentationContextRQ
+from dicomecho.wire.pdu import (
+    Abort,
+    AssociateAC,
+    AssociateRJ,
+    AssociateRQ,
+    PDataTF,
+    ReleaseRP,
+    ReleaseRQ,
+    decodePDU,
+    encode,
+)
+from dicomecho.wire.userinfo import UserIdentityRQ, UserInformation
+from tests.support.harness import IMPLICIT, VERIFICATION, echo, rq
+from tests.support.helpers import splitStream
+
+ECHO_TIMEOUT = 30.0
+
+
+@dataclass
+class Host:
+    """
+    An association's server, as plain data.
+    """
+
+    policy: AssociationPolicy = field(
+        default_factory=lambda: AssociationPolicy(
+            aeTitle="ECHOSCP",
+            transferSyntaxes=(IMPLICIT,),
+            abstractSyntaxes=(VERIFICATION,),
+        )
+    )
+    acceptances: AcceptanceCache = field(default_factory=AcceptanceCache)
+    responders: Mapping[str, Any] = field(
+        default_factory=lambda: {VERIFICATION: VerificationResponder()}
+    )
+    acseTimeout: float = ECHO_TIMEOUT
+    networkTimeout: float = 60.0
+    dimseTimeout: float = 20.0
+    maxAssociateLength: int = 1 << 20
+    draining: bool = False
+    replaysResponses: bool = True
+    checksIdentity: bool = False
+    requiresIdentity: bool = False
+    atCapacity: bool = False
+    reporting: bool = False
+
+    def reportsMessages(self) -> bool:
+        return self.reporting
+
+
+class Peer:
+    def peerHost(self) -> str:
+        return "192.0.2.7"
+
+
+def sent(effects: list[Any]) -> list[Any]:
+    """
+    The PDUs among C{effects}, decoded.
+    """
+    data = b"".join(e.data for e in effects if isinstance(e, SendPDU))
+    return [decodePDU(*frame) for frame in splitStream(data, maxPDataLength=0)]
+
+
+def kinds(effects: list[Any]) -> list[type]:
+    return [type(e) for e in effects]
+
+
+def feed(association: Association, data: bytes, now: float) -> list[Any]:
+    """
+    Everything C{data} causes, as one list.
+    """
+    association.receiveData(data, now)
+    out: list[Any] = []
+    while (effects := association.nextEffects(now)) is not None:
+        out.extend(effects)
+    return out
+
+
+def established(host: Host | None = None, now: float = 0.0) -> Association:
+    association = Association(host or Host(), Peer())
+    association.connected(now)
+    feed(association, encode(rq()), now)
+    assert association.state is State.STA6
+    return association
+
+
+def test_connectedStartsARTIM() -> None:
+    """
+    Evt5 starts ARTIM with the ACSE timeout (PS3.8 §9.1.5), nothing else.
+    """
+    association = Association(Host(), Peer())
+    assert association.connected(5.0) == [StartTimer(Timer.ARTIM, ECHO_TIMEOUT)]
+    assert association.state is State.STA2
+
+
+def test_acceptEchoRelease() -> None:
+    """
+    A whole association as effects: the request is reported, ARTIM stops,
+    the AC goes out and the network timer starts; an echo is answered;
+    the release is answered and the association ends.
+    """
+    host = Host()
+    association = Association(host, Peer())
+    association.connected(0.0)
+    effects = feed(association, encode(rq()), 1.0)
+    assert kinds(effects) == [
+        StopTimer, AssociateRequested, AssociationAccepted, SendPDU, StartTimer,
+    ]
+    assert effects[0] == StopTimer(Timer.ARTIM)
+    assert effects[4] == StartTimer(Timer.NETWORK, 60.0)
+    assert isinstance(sent(effects)[0], AssociateAC)
+    assert (association.outcome, association.acceptedAt) == (Outcome.ESTABLISHED, 1.0)
+    (response,) = sent(feed(association, encode(echo(7)), 2.0))
+    assert isinstance(response, PDataTF)
+    assert decodeCommandSet(response.pdvs[0].data)[0x00000120] == 7
+    effects = feed(association, encode(ReleaseRQ()), 3.0)
+    assert [type(p) for p in sent(effects)] == [ReleaseRP]
+    assert AssociationReleased() in effects and AssociationEnded() in effects
+    assert StopTimer(Timer.NETWORK) in effects
+    assert StartTimer(Timer.ARTIM, ECHO_TIMEOUT) in effects
+    assert (association.outcome, association.messages) == (Outcome.RELEASED, 1)
+
+
+def test_repeatedEchoIsReplayed() -> None:
+    """
+    The second echo that differs only in its MessageID is answered from
+    the replayer: one SendPDU, the same bytes the full path gives but for
+    the MessageID, and no other effect.
+    """
+    association = established()
+    first = feed(association, encode(echo(1)), 1.0)
+    second = association.receiveData(encode(echo(2)), 2.0)
+    assert second is None
+    effects = association.nextEffects(2.0)
+    assert kinds(effects) == [SendPDU]  # type: ignore[arg-type]
+    assert association.nextEffects(2.0) is None
+    assert len(first[0].data) == len(effects[0].data)  # type: ignore[index]
+    assert association.messages == 2
+
+
+def test_messagesReportedOnlyWhenAsked() -> None:
+    """
+    L{MessageReceived} comes only when the host reports messages, and the
+    replay path is then off.
+    """
+    host = Host(reporting=True)
+    association = established(host)
+    for messageID in (1, 2):
+        effects = feed(association, encode(echo(messageID)), 1.0)
+        assert kinds(effects) == [MessageReceived, SendPDU]
+
+
+def test_rejectionCloses() -> None:
+    """
+    A request for another AE title (when required) is rejected, reported,
+    and the connection closed; no slot is taken.
+    """
+    policy = AssociationPolicy(
+        aeTitle="OTHER",
+        requireCalledAETitle=True,
+        transferSyntaxes=(IMPLICIT,),
+        abstractSyntaxes=(VERIFICATION,),
+    )
+    association = Association(Host(policy=policy), Peer())
+    association.connected(0.0)
+    effects = feed(association, encode(rq()), 0.5)
+    assert AssociationRejected in kinds(effects)
+    assert AssociationAccepted not in kinds(effects)
+    assert isinstance(sent(effects)[0], AssociateRJ)
+    assert kinds(effects)[-1] is CloseTransport
+    assert association.outcome is Outcome.REJECTED
+
+
+def test_identityHeldInSta3() -> None:
+    """
+    A request with a user identity, when identities are checked, waits in
+    Sta3 behind L{CheckIdentity}; L{Association.answerRequest} answers it.
+    """
+    host = Host(checksIdentity=True)
+    association = Association(host, Peer())
+    association.connected(0.0)
+    identity = UserIdentityRQ(1, False, b"alice", b"")
+    info = UserInformation(maximumLength=16384, implementationClassUID="1.2.3", userIdentity=identity)
+    request = AssociateRQ(
+        "ECHOSCP", "SCU",
+        presentationContexts=(PresentationContextRQ(1, VERIFICATION, (IMPLICIT,)),),
+        userInformation=info,
+    )
+    effects = feed(association, encode(request), 0.0)
+    check = effects[-1]
+    assert isinstance(check, CheckIdentity) and check.identity == identity
+    assert association.state is State.STA3 and not sent(effects)
+    effects = association.answerRequest(check.acceptance, 1.0)
+    assert isinstance(sent(effects)[0], AssociateAC)
+    assert association.state is State.STA6
+    assert association.answerRequest(check.acceptance, 2.0) == []
+
+
+def test_identityRequiredButMissing() -> None:
+    association = Association(Host(checksIdentity=True, requiresIdentity=True), Peer())
+    association.connected(0.0)
+    effects = feed(association, encode(rq()), 0.0)
+    (rj,) = sent(effects)
+    assert (rj.result, rj.source, rj.reason) == (1, 2, 1)
+
+
+def test_networkTimerRearmsFromLastByte() -> None:
+    """
+    The network timer is re-armed for what is left after the last byte
+    received; when nothing came for the whole timeout, the association
+    is aborted and closed.
+    """
+    association = established(now=0.0)
+    feed(association, encode(echo(1)), 40.0)
+    assert association.timerExpired(Timer.NETWORK, 60.0) == [StartTimer(Timer.NETWORK, 40.0)]
+    effects = association.timerExpired(Timer.NETWORK, 100.0)
+    assert effects[0] == TimedOut(Timer.NETWORK)
+    assert [type(p) for p in sent(effects)] == [Abort]
+    assert kinds(effects)[-1] is CloseTransport
+    assert association.outcome is Outcome.ABORTED
+
+
+def test_dimseTimerWhileAMessageIsHalfReceived() -> None:
+    """
+    The DIMSE timer runs only while a message is incomplete.
+    """
+    from dicomecho.wire.pdu import PresentationDataValue
+
+    association = established()
+    pdv = echo(1).pdvs[0]
+    first = PDataTF((PresentationDataValue(1, True, False, pdv.data[:10]),))
+    effects = feed(association, encode(first), 1.0)
+    assert effects == [StartTimer(Timer.DIMSE, 20.0)]
+    rest = PDataTF((PresentationDataValue(1, True, True, pdv.data[10:]),))
+    effects = feed(association, encode(rest), 2.0)
+    assert StopTimer(Timer.DIMSE) in effects and SendPDU in kinds(effects)
+
+
+def test_artimBeforeRequest() -> None:
+    association = Association(Host(), Peer())
+    association.connected(0.0)
+    effects = association.timerExpired(Timer.ARTIM, 30.0)
+    assert RequestNeverCame in kinds(effects)
+    assert association.outcome is Outcome.NO_ASSOCIATION
+
+
+def test_invalidBytesAreReported() -> None:
+    association = Association(Host(), Peer())
+    association.connected(0.0)
+    effects = feed(association, b"GET / HTTP/1.1\r\n\r\n", 0.0)
+    assert isinstance(effects[0], InvalidPDU)
+    assert "HTTP" in str(effects[0].error)
+
+
+def test_laterResponsesKeepTheirOrder() -> None:
+    """
+    A responder that answers later reserves a slot (L{AwaitResponse});
+    a later request's response waits behind it, and a release waits for
+    both.
+    """
+
+    class Later:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def handle(self, request: Any, context: Any) -> Any:
+            self.calls += 1
+            if self.calls == 1:
+                return object()  # not a response: a result that comes later
+            return VerificationResponder().handle(request, context)
+
+    association = established(Host(responders={VERIFICATION: Later()}))
+    (waiting,) = feed(association, encode(echo(1)), 1.0)
+    assert isinstance(waiting, AwaitResponse)
+    assert sent(feed(association, encode(echo(2)), 1.0)) == []
+    assert sent(feed(association, encode(ReleaseRQ()), 1.0)) == []
+    response = VerificationResponder().handle(waiting.request, association.contexts[1])
+    effects = association.responseReady(waiting.slot, response, waiting.request, 2.0)
+    answered = [decodeCommandSet(p.pdvs[0].data)[0x00000120] for p in sent(effects) if isinstance(p, PDataTF)]
+    assert answered == [1, 2]
+    assert isinstance(sent(effects)[-1], ReleaseRP)
+
+
+def test_responderFailureAborts() -> None:
+    class Broken:
+        def handle(self, request: Any, context: Any) -> DIMSEResponse:
+            raise ZeroDivisionError("broken")
+
+    association = established(Host(responders={VERIFICATION: Broken()}))
+    effects = feed(association, encode(echo(1)), 1.0)
+    failed = [e for e in effects if isinstance(e, ResponderFailed)]
+    assert isinstance(failed[0].error, ZeroDivisionError)
+    assert [type(p) for p in sent(effects)] == [Abort]
+    assert AssociationAborted in kinds(effects) and AssociationEnded in kinds(effects)
+
+
+def test_peerAbort() -> None:
+    association = established()
+    effects = feed(association, encode(Abort(0, 0)), 1.0)
+    assert AssociationAborted in kinds(effects)
+    assert association.outcome is Outcome.ABORTED_BY_PEER
+    assert association.nextEffects(1.0) is None
+
+
+def test_unknownTimerIsAnError() -> None:
+    association = established()
+    with pytest.raises(Exception, match="unknown timer"):
+        association.timerExpired("ARTIM", 1.0)  # type: ignore[arg-type]
+
+
+def test_noIOImported() -> None:
+    """
+    The association layer imports no reactor, transport or logger.
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dicomecho.association.association; "
+        "bad = sorted(m for m in sys.modules if m.startswith(('twisted.internet.reactor', "
+        "'twisted.internet.tcp', 'twisted.logger', 'twisted.internet.protocol'))); print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_contextsAreTheAcceptedOnes() -> None:
+    """
+    Before an acceptance there are no contexts; after, the accepted ones.
+    """
+    assert dict(Association(Host(), Peer()).contexts) == {}
+    assert list(established().contexts) == [1]
