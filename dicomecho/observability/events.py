@@ -12,7 +12,7 @@ so building their fields costs nothing then.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
@@ -26,6 +26,7 @@ from dicomecho.wire.pdu import AssociateRQ
 
 __all__ = [
     "EventName",
+    "Named",
     "commandName",
     "emitShutdown",
     "emitShutdownAbort",
@@ -46,6 +47,14 @@ __all__ = [
     "emitIdentityCheckFailed",
     "emitIdentityThrottled",
 ]
+
+
+class Named(Protocol):
+    """
+    Who an event is about; asked only when the event is emitted.
+    """
+
+    def peerText(self) -> str: ...
 
 
 class EventName(Enum):
@@ -124,50 +133,50 @@ def emitShutdownAbort(count: int) -> None:
 # --- connections --------------------------------------------------------------
 
 
-def emitConnectionRefused(peer: str, why: str) -> None:
+def emitConnectionRefused(peer: Named, why: str) -> None:
     log.warn(
         "Refused connection from {peer}: {why}",
         dicomEvent=E.CONNECTION_REFUSED.value,
-        peer=peer,
+        peer=peer.peerText(),
         why=why,
     )
 
 
-def emitConnectionClosed(peer: str, detail: str) -> None:
+def emitConnectionClosed(peer: Named, detail: str) -> None:
     log.debug(
         "Connection from {peer} closed: {detail}",
         dicomEvent=E.CONNECTION_CLOSED.value,
-        peer=peer,
+        peer=peer.peerText(),
         detail=detail,
     )
 
 
-def emitTLSEstablished(peer: str, tlsInfo: Mapping[str, str | None]) -> None:
+def emitTLSEstablished(peer: Named, tlsInfo: Mapping[str, str | None]) -> None:
     if isEnabled(LogLevel.info):
         log.info(
             "TLS {tlsVersion} from {peer} ({tlsCipher}), client certificate: {subject}",
             dicomEvent=E.TLS_ESTABLISHED.value,
-            peer=peer,
+            peer=peer.peerText(),
             subject=tlsInfo.get("tlsSubject") or "none",
             **tlsInfo,
         )
 
 
-def emitTLSRefused(peer: str, why: str, tlsInfo: Mapping[str, str | None]) -> None:
+def emitTLSRefused(peer: Named, why: str, tlsInfo: Mapping[str, str | None]) -> None:
     log.error(
         "TLS handshake with {peer} failed: {why}",
         dicomEvent=E.TLS_REFUSED.value,
-        peer=peer,
+        peer=peer.peerText(),
         why=why,
         **tlsInfo,
     )
 
 
-def emitInvalidPDU(peer: str, error: RemoteProtocolError) -> None:
+def emitInvalidPDU(peer: Named, error: RemoteProtocolError) -> None:
     log.error(
         "Invalid PDU from {peer}: {error}",
         dicomEvent=E.INVALID_PDU.value,
-        peer=peer,
+        peer=peer.peerText(),
         error=str(error),
         abortReason=int(error.abortReason),
         looksLike=getattr(error, "looksLike", None),
@@ -177,19 +186,19 @@ def emitInvalidPDU(peer: str, error: RemoteProtocolError) -> None:
 # --- associations -------------------------------------------------------------
 
 
-def emitAssociateRQ(peer: str, rq: AssociateRQ) -> None:
+def emitAssociateRQ(peer: Named, rq: AssociateRQ) -> None:
     if isEnabled(LogLevel.debug):
-        log.debug("A-ASSOCIATE-RQ from {peer}", dicomEvent=E.ASSOCIATE_RQ.value, peer=peer, rq=rq)
+        log.debug("A-ASSOCIATE-RQ from {peer}", dicomEvent=E.ASSOCIATE_RQ.value, peer=peer.peerText(), rq=rq)
 
 
 def emitAccepted(
-    peer: str, acceptance: Acceptance, user: str | None, tlsInfo: Mapping[str, str | None]
+    peer: Named, acceptance: Acceptance, user: str | None, tlsInfo: Mapping[str, str | None]
 ) -> None:
     if isEnabled(LogLevel.info):
         log.info(
             "Accepting Association",
             dicomEvent=E.ASSOCIATION_ACCEPTED.value,
-            peer=peer,
+            peer=peer.peerText(),
             rq=acceptance.rq,
             ac=acceptance.ac,
             contexts=acceptance.contexts,
@@ -198,7 +207,7 @@ def emitAccepted(
         )
 
 
-def emitRejected(peer: str, rejection: Rejection, tlsInfo: Mapping[str, str | None]) -> None:
+def emitRejected(peer: Named, rejection: Rejection, tlsInfo: Mapping[str, str | None]) -> None:
     rj = rejection.rj
     # echoscp reports a protocol version it cannot serve (1, 2, 2) as an
     # error; every other rejection is information.
@@ -207,7 +216,7 @@ def emitRejected(peer: str, rejection: Rejection, tlsInfo: Mapping[str, str | No
         level,
         "Rejecting Association",
         dicomEvent=E.ASSOCIATION_REJECTED.value,
-        peer=peer,
+        peer=peer.peerText(),
         rq=rejection.rq,
         rj=rj,
         result=rj.result,
@@ -218,11 +227,11 @@ def emitRejected(peer: str, rejection: Rejection, tlsInfo: Mapping[str, str | No
     )
 
 
-def emitDIMSEReceived(peer: str, message: DIMSEMessage) -> None:
+def emitDIMSEReceived(peer: Named, message: DIMSEMessage) -> None:
     log.info(
         "Received {commandName} (MsgID {messageID})",
         dicomEvent=E.DIMSE_RECEIVED.value,
-        peer=peer,
+        peer=peer.peerText(),
         commandName=commandName(message.commandField),
         commandField=message.commandField,
         messageID=message.messageID,
@@ -231,33 +240,33 @@ def emitDIMSEReceived(peer: str, message: DIMSEMessage) -> None:
     )
 
 
-def emitReleased(peer: str) -> None:
+def emitReleased(peer: Named) -> None:
     if isEnabled(LogLevel.info):
-        log.info("Association Released", dicomEvent=E.ASSOCIATION_RELEASED.value, peer=peer)
+        log.info("Association Released", dicomEvent=E.ASSOCIATION_RELEASED.value, peer=peer.peerText())
 
 
-def emitAborted(peer: str, indication: AbortIndication) -> None:
+def emitAborted(peer: Named, indication: AbortIndication) -> None:
     name = E.ASSOCIATION_ABORTED if indication.byPeer else E.ASSOCIATION_ABORTING
     log.info(
         "Association Aborted" if indication.byPeer else "Aborting Association",
         dicomEvent=name.value,
-        peer=peer,
+        peer=peer.peerText(),
         source=indication.source,
         reason=indication.reason,
         detail=indication.detail,
     )
 
 
-def emitTimeout(peer: str, what: str) -> None:
-    log.error("{what} timeout reached", what=what, dicomEvent=E.TIMEOUT.value, peer=peer)
+def emitTimeout(peer: Named, what: str) -> None:
+    log.error("{what} timeout reached", what=what, dicomEvent=E.TIMEOUT.value, peer=peer.peerText())
 
 
-def emitResponderFailed(peer: str, failure: Failure) -> None:
+def emitResponderFailed(peer: Named, failure: Failure) -> None:
     log.failure(
         "Service responder failed; aborting the association",
         failure,
         dicomEvent=E.RESPONDER_FAILED.value,
-        peer=peer,
+        peer=peer.peerText(),
     )
 
 
@@ -276,20 +285,20 @@ def emitSummary(**fields: Any) -> None:
 # --- user identity --------------------------------------------------------------
 
 
-def emitIdentityCheckFailed(peer: str, failure: Failure) -> None:
+def emitIdentityCheckFailed(peer: Named, failure: Failure) -> None:
     log.failure(
         "User identity check failed; rejecting the association",
         failure,
         dicomEvent=E.IDENTITY_CHECK_FAILED.value,
-        peer=peer,
+        peer=peer.peerText(),
     )
 
 
-def emitIdentityThrottled(peer: str, host: str, failures: int, delay: float) -> None:
+def emitIdentityThrottled(peer: Named, host: str, failures: int, delay: float) -> None:
     log.warn(
         "{failures} failed user identity checks from {host}: answering in {delay} s",
         dicomEvent=E.IDENTITY_THROTTLED.value,
-        peer=peer,
+        peer=peer.peerText(),
         host=host,
         failures=failures,
         delay=delay,

@@ -201,7 +201,7 @@ class Admission:
         self.refused = True
         self._connection.noteOutcome(Outcome.REFUSED, why)
         self._server.stats.connectionRefused()
-        emitConnectionRefused(self._connection.peerText(), why)
+        emitConnectionRefused(self._connection, why)
         self._connection.forceClose()
 
     # --- TLS ------------------------------------------------------------------
@@ -217,7 +217,7 @@ class Admission:
         self.tlsInfo = self._connection.tlsSessionInfo()
         if self.waitingForProxy and not self.admitProxiedSource():
             return
-        emitTLSEstablished(self._connection.peerText(), self.tlsInfo)
+        emitTLSEstablished(self._connection, self.tlsInfo)
 
     def connectionLostInHandshake(self, reason: Failure) -> None:
         """
@@ -230,7 +230,7 @@ class Admission:
         if not self._connection.firstBytes() and not reason.check(Error):
             self.tlsState = TLSState.FAILED
             detail = "closed before a TLS handshake"
-            emitConnectionClosed(self._connection.peerText(), detail)
+            emitConnectionClosed(self._connection, detail)
             self._connection.noteOutcome(Outcome.NO_ASSOCIATION, detail)
             return
         self.tlsFailed(classifyHandshakeFailure(reason, self._connection.firstBytes()))
@@ -248,7 +248,7 @@ class Admission:
         self._server.stats.tlsFailed(failure.kind)
         # Who was turned away: the refused client certificate, if any.
         self.tlsInfo = self._connection.tlsSessionInfo()
-        emitTLSRefused(self._connection.peerText(), failure.sentence, self.tlsInfo)
+        emitTLSRefused(self._connection, failure.sentence, self.tlsInfo)
 
     # --- user identity (PS3.7 D.3.3.7) ------------------------------------------
 
@@ -302,7 +302,7 @@ class Admission:
         if failure.check(IdentityRefused):
             why = str(failure.value)
         else:
-            emitIdentityCheckFailed(self._connection.peerText(), failure)
+            emitIdentityCheckFailed(self._connection, failure)
             why = "the user identity could not be checked"
         throttle = self._server.identityThrottle
         delay = throttle.failed(host)
@@ -310,7 +310,7 @@ class Admission:
         if delay <= 0:
             self._connection.answerRequest(rejection)
             return
-        emitIdentityThrottled(self._connection.peerText(), host, throttle.failures(host), delay)
+        emitIdentityThrottled(self._connection, host, throttle.failures(host), delay)
         self._identityCall = self._clock.callLater(delay, self._delayedRejection, rejection)
 
     def _delayedRejection(self, rejection: Rejection) -> None:

@@ -216,17 +216,18 @@ class DICOMAssociationProtocol(Protocol):
             and not admission.admitProxiedSource()
         ):
             return
-        self._association.receiveData(data, self._clock.seconds())
-        self._handleFrames()
+        now = self._clock.seconds()
+        self._association.receiveData(data, now)
+        self._handleFrames(now)
 
-    def _handleFrames(self) -> None:
+    def _handleFrames(self, now: float) -> None:
         """
         Handle the complete PDUs received, until more bytes are needed, the
         association is over, or the transport paused us.
         """
         association = self._association
         while not self._paused:
-            effects = association.nextEffects(self._clock.seconds())
+            effects = association.nextEffects(now)
             if effects is None:
                 return
             self._perform(effects)
@@ -246,7 +247,7 @@ class DICOMAssociationProtocol(Protocol):
     def resumeProducing(self) -> None:
         self._paused = False
         self.transport.resumeProducing()  # type: ignore[union-attr]
-        self._handleFrames()
+        self._handleFrames(self._clock.seconds())
 
     def stopProducing(self) -> None:
         self._paused = True
@@ -363,6 +364,10 @@ class DICOMAssociationProtocol(Protocol):
 
     def _perform(self, effects: list[AssociationEffect]) -> None:
         for effect in effects:
+            if type(effect) is SendPDU:
+                # The one effect of a replayed echo: no lookup.
+                self.transport.write(effect.data)  # type: ignore[union-attr]
+                continue
             handler = _HANDLERS.get(type(effect))
             if handler is None:
                 raise TypeError(f"no handler for the association's effect {effect!r}")
@@ -401,7 +406,7 @@ class DICOMAssociationProtocol(Protocol):
         pending.addCallbacks(ready, failed)
 
     def _associateRequested(self, effect: AssociateRequested) -> None:
-        events.emitAssociateRQ(self.peerText(), effect.rq)
+        events.emitAssociateRQ(self, effect.rq)
 
     def _accepted(self, effect: AssociationAccepted) -> None:
         server = self._server
@@ -410,21 +415,21 @@ class DICOMAssociationProtocol(Protocol):
         server.stats.associationAccepted()
         admission = self._admission
         user = admission.user if admission is not None else None
-        events.emitAccepted(self.peerText(), effect.acceptance, user, self._tlsInfo())
+        events.emitAccepted(self, effect.acceptance, user, self._tlsInfo())
 
     def _rejected(self, effect: AssociationRejected) -> None:
         rj = effect.rejection.rj
-        events.emitRejected(self.peerText(), effect.rejection, self._tlsInfo())
+        events.emitRejected(self, effect.rejection, self._tlsInfo())
         self._server.stats.associationRejected(rj.result, rj.source, rj.reason)
 
     def _messageReceived(self, effect: MessageReceived) -> None:
-        events.emitDIMSEReceived(self.peerText(), effect.message)
+        events.emitDIMSEReceived(self, effect.message)
 
     def _released(self, effect: AssociationReleased) -> None:
-        events.emitReleased(self.peerText())
+        events.emitReleased(self)
 
     def _aborted(self, effect: AssociationAborted) -> None:
-        events.emitAborted(self.peerText(), effect.indication)
+        events.emitAborted(self, effect.indication)
 
     def _ended(self, effect: AssociationEnded) -> None:
         self._uncount()
@@ -445,20 +450,20 @@ class DICOMAssociationProtocol(Protocol):
             return
         else:
             detail = effect.detail
-        events.emitConnectionClosed(self.peerText(), detail)
+        events.emitConnectionClosed(self, detail)
 
     def _invalidPDU(self, effect: InvalidPDU) -> None:
-        events.emitInvalidPDU(self.peerText(), effect.error)
+        events.emitInvalidPDU(self, effect.error)
 
     def _timedOut(self, effect: TimedOut) -> None:
-        events.emitTimeout(self.peerText(), effect.timer.value)
+        events.emitTimeout(self, effect.timer.value)
 
     def _responderFailed(self, effect: ResponderFailed) -> None:
         failure = effect.record
         if not isinstance(failure, Failure):
             error = effect.error
             failure = Failure(error, type(error), error.__traceback__)
-        events.emitResponderFailed(self.peerText(), failure)
+        events.emitResponderFailed(self, failure)
 
 
 _HANDLERS: dict[type, Callable[[DICOMAssociationProtocol, Any], None]] = {

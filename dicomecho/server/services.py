@@ -244,9 +244,11 @@ class DICOMEchoService(MultiService):
         self.replaced: dict[int, SignalHandler] = {}
 
     def startService(self) -> None:
-        super().startService()
-        # The reactor installs its handlers as it starts running.
+        # The reactor installs its handlers as it starts running: take them
+        # before the listeners announce themselves ("Listening on" is when
+        # a user or a test may send SIGTERM), so registered first.
         self.reactor.callWhenRunning(self.takeSignals)
+        super().startService()
 
     def stopService(self) -> Deferred[None]:
         stopped = super().stopService()
