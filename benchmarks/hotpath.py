@@ -30,7 +30,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.logger import LogLevel
 
 from dicomecho.wire.framer import PDUFramer
-from dicomecho.observability.logs import setLogLevel
+from dicomecho.observability.levels import setLogLevel
 from dicomecho.server.factory import DICOMServerFactory
 
 FIXTURE = (

@@ -3,6 +3,7 @@ The documented path `twistd --logger dicomecho.logs.consoleObserver (or jsonObse
 the code lives in the layer packages (README, Architecture).
 """
 
-from dicomecho.observability.logs import consoleObserver, jsonObserver, setLogLevel
+from dicomecho.observability.levels import setLogLevel
+from dicomecho.observability.logs import consoleObserver, jsonObserver
 
 __all__ = ["consoleObserver", "jsonObserver", "setLogLevel"]

@@ -70,17 +70,14 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--atheris-worker"]:
     with atheris.instrument_imports(include=["dicomecho"]):
         import dicomecho.server.protocol  # noqa: F401 (imports every module)
 
-from dicomecho.association.dimse import (  # noqa: E402
+from dicomecho.association.commandset import (
     CommandSetError,
     DIMSEError,
-    DIMSEMessage,
-    MessageAssembler,
     Status,
     decodeCommandSet,
     encodeCommandSet,
-    fragment,
-    refusalResponse,
 )
+from dicomecho.association.dimse import DIMSEMessage, MessageAssembler, fragment, refusalResponse
 from dicomecho.wire.errors import RemoteProtocolError  # noqa: E402
 from dicomecho.wire.framer import HEADER_LENGTH, UNLIMITED_PDATA_CEILING, PDUFramer  # noqa: E402
 from dicomecho.association.negotiation import (  # noqa: E402

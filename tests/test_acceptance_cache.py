@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 
-from dicomecho.wire.items import PresentationContextRQ, UserInformation
+from dicomecho.wire.items import PresentationContextRQ
+from dicomecho.wire.userinfo import UserInformation
 from dicomecho.association.fastpaths import AcceptanceCache
 from dicomecho.association.negotiation import AssociationPolicy, negotiate
 from dicomecho.wire.pdu import AssociateAC, AssociateRQ, ReleaseRQ, encode

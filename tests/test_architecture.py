@@ -217,3 +217,40 @@ def test_architectureDocument() -> None:
     text = (ROOT / "docs" / "architecture.rst").read_text()
     for layer in LAYERS:
         assert f"\n{layer}\n    " in text
+
+
+#: The documented paths: they re-export on purpose.
+DOCUMENTED = {"__init__", "logs", "ping", "passwd", "verification", "identity", "metrics"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in modules() if not (p.parent == PACKAGE and p.stem in DOCUMENTED)],
+    ids=dotted,
+)
+def test_noOldNamesKept(path: Path) -> None:
+    """
+    A module exports only what it defines: a name that moved is imported
+    from its new home, not kept alive where it was.
+    """
+    tree = ast.parse(path.read_text())
+    defined = {
+        node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+    } | {
+        target.id
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        for target in ast.walk(node.targets[0] if isinstance(node, ast.Assign) else node.target)
+        if isinstance(target, ast.Name)
+    }
+    exported = next(
+        (
+            [e.value for e in node.value.elts if isinstance(e, ast.Constant)]
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+            and isinstance(node.value, ast.List)
+        ),
+        [],
+    )
+    assert [name for name in exported if name not in defined] == []

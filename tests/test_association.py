@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import pytest
 
 from dicomecho.association.association import Association
-from dicomecho.association.dimse import decodeCommandSet
+from dicomecho.association.commandset import decodeCommandSet
 from dicomecho.association.effects import (
     AssociateRequested,
     AssociationAborted,
@@ -22,19 +22,18 @@ from dicomecho.association.effects import (
     AssociationReleased,
     AwaitResponse,
     CheckIdentity,
-    CloseTransport,
     InvalidPDU,
     MessageReceived,
     RequestNeverCame,
     ResponderFailed,
-    SendPDU,
     StartTimer,
     StopTimer,
     TimedOut,
     Timer,
 )
+from dicomecho.association.fsm import CloseTransport, SendPDU
 from dicomecho.association.fastpaths import AcceptanceCache
-from dicomecho.association.fsm import State
+from dicomecho.association.transitions import State
 from dicomecho.association.negotiation import AssociationPolicy
 from dicomecho.association.outcome import Outcome
 from dicomecho.association.dimse import DIMSEResponse
@@ -86,7 +85,10 @@ class Host:
     atCapacity: bool = False
     reporting: bool = False
 
-    def reportsMessages(self) -> bool:
+    def reportsProgress(self) -> bool:
+        return self.reporting
+
+    def reportsRequests(self) -> bool:
         return self.reporting
 
 
@@ -141,7 +143,7 @@ def test_acceptEchoRelease() -> None:
     the AC goes out and the network timer starts; an echo is answered;
     the release is answered and the association ends.
     """
-    host = Host()
+    host = Host(reporting=True)
     association = Association(host, Peer())
     association.connected(0.0)
     effects = feed(association, encode(rq()), 1.0)
@@ -161,6 +163,21 @@ def test_acceptEchoRelease() -> None:
     assert StopTimer(Timer.NETWORK) in effects
     assert StartTimer(Timer.ARTIM, ECHO_TIMEOUT) in effects
     assert (association.outcome, association.messages) == (Outcome.RELEASED, 1)
+
+
+def test_quietHostGetsOnlyWhatItActsOn() -> None:
+    """
+    When the host reports nothing, the request, the messages and the
+    release are not reported; the acceptance and the end still are (they
+    hold and free a slot).
+    """
+    association = Association(Host(), Peer())
+    association.connected(0.0)
+    effects = feed(association, encode(rq()), 1.0)
+    assert kinds(effects) == [StopTimer, AssociationAccepted, SendPDU, StartTimer]
+    effects = feed(association, encode(echo(1)), 2.0) + feed(association, encode(ReleaseRQ()), 3.0)
+    assert AssociationEnded in kinds(effects)
+    assert not {AssociateRequested, MessageReceived, AssociationReleased} & set(kinds(effects))
 
 
 def test_repeatedEchoIsReplayed() -> None:

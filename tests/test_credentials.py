@@ -26,10 +26,10 @@ from dicomecho.security.credentials import (
     CredentialsError,
     CredentialsStore,
     formatEntry,
-    hashPasscode,
     updateFile,
     validateUsername,
 )
+from dicomecho.security.passcodes import hashPasscode
 from dicomecho.security.passcodes import DEFAULT_N
 
 #: A cheap scrypt cost for tests.

@@ -11,22 +11,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dicomecho.association.dimse import (
+from dicomecho.association.commandset import (
     NO_DATA_SET,
     CommandField,
     CommandSetError,
     DIMSEError,
+    Status,
+    decodeCommandSet,
+    encodeCommandSet,
+    tag,
+)
+from dicomecho.association.dimse import (
     DIMSEMessage,
     FragmentError,
     MessageAssembler,
     MessageTooLargeError,
     PresentationContextError,
-    Status,
-    decodeCommandSet,
-    encodeCommandSet,
     fragment,
     refusalResponse,
-    tag,
 )
 from dicomecho.wire.errors import AbortReason, AbortSource, LocalProtocolError
 from dicomecho.wire.pdu import PDataTF, PresentationDataValue, decode

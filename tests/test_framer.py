@@ -22,7 +22,8 @@ from dicomecho.wire.framer import (
     Frame,
     PDUFramer,
 )
-from dicomecho.wire.items import PresentationContextRQ, UserInformation
+from dicomecho.wire.items import PresentationContextRQ
+from dicomecho.wire.userinfo import UserInformation
 from dicomecho.wire.pdu import AssociateRQ, PDUType, ReleaseRQ, encode
 from tests.support.helpers import SESSIONS, fixtureBytes, splitStream
 

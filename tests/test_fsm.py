@@ -9,20 +9,18 @@ from __future__ import annotations
 import pytest
 
 from dicomecho.wire.errors import AbortReason, LocalProtocolError, PDUDecodeError
+from dicomecho.association.transitions import TRANSITIONS, Event, State
 from dicomecho.association.fsm import (
-    TRANSITIONS,
     AbortIndication,
     AcceptorStateMachine,
     AssociateIndication,
     CloseTransport,
     DataIndication,
-    Event,
     PDUIgnored,
     ReleaseConfirmation,
     ReleaseIndication,
     SendPDU,
     StartARTIM,
-    State,
     StopARTIM,
 )
 from dicomecho.association.transitions import PEER_EVENTS

@@ -47,7 +47,7 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from dicomecho.association.fsm import State
+from dicomecho.association.transitions import State
 from tests.support.protocoldriver import ProtocolDriver, ProtocolMachine
 from tests.support.peerbytes import AssociateRQ, IMPLICIT, IPv4Address, PresentationContextRQ, PresentationDataValue, ReleaseRQ, UserInformation, VERIFICATION, command, encode, pdata
 

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from dicomecho.wire.items import AsyncOperationsWindow, UserInformation
+from dicomecho.wire.userinfo import AsyncOperationsWindow, UserInformation
 from tests.support.hostile import (
     ACSE,
     MESSAGE_ID_RESPONDED,

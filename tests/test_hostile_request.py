@@ -21,7 +21,8 @@ import struct
 
 import pytest
 
-from dicomecho.wire.items import PresentationContextRQ, UserIdentityRQ, UserInformation
+from dicomecho.wire.items import PresentationContextRQ
+from dicomecho.wire.userinfo import UserIdentityRQ, UserInformation
 from dicomecho.wire.pdu import AssociateRQ
 from tests.support.hostile import (
     CT_IMAGE_STORAGE,

@@ -13,15 +13,9 @@ import struct
 import pytest
 
 from dicomecho.wire.errors import AbortReason, LocalProtocolError, PDUDecodeError
-from dicomecho.wire.items import (
-    MAX_KEPT_UNKNOWN_ITEMS,
-    PresentationContextAC,
-    PresentationContextRQ,
-    UnknownItem,
-    UserIdentityAC,
-    UserInformation,
-    encodeItem,
-)
+from dicomecho.wire.itemcodec import MAX_KEPT_UNKNOWN_ITEMS, UnknownItem, encodeItem
+from dicomecho.wire.items import PresentationContextAC, PresentationContextRQ
+from dicomecho.wire.userinfo import UserIdentityAC, UserInformation
 from dicomecho.wire.pdu import AssociateAC, PDUType, decodePDU
 from tests.support.malformed import GOOD_PC, MALFORMED, REPEATED, item, rq, u16, userInfo
 

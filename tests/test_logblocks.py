@@ -7,11 +7,15 @@ reference capture and pynetdicom's own handlers; escaping of peer strings.
 from __future__ import annotations
 
 import pytest
-from dicomecho.association.dimse import DIMSEMessage, tag
+from dicomecho.association.dimse import DIMSEMessage
+from dicomecho.association.commandset import tag
 from dicomecho.association.negotiation import AssociationPolicy
-from dicomecho.observability.logs import renderEcho, setLogLevel
+from dicomecho.observability.logs import renderEcho
+from dicomecho.observability.levels import setLogLevel
 from dicomecho.wire.errors import AbortReason, AbortSource
-from dicomecho.wire.items import PresentationContextRQ, SOPClassExtendedNegotiation, UnknownItem, UserIdentityRQ, UserInformation
+from dicomecho.wire.items import PresentationContextRQ
+from dicomecho.wire.userinfo import SOPClassExtendedNegotiation, UserIdentityRQ, UserInformation
+from dicomecho.wire.itemcodec import UnknownItem
 from dicomecho.wire.pdu import Abort, AssociateRQ, decodePDU
 from pynetdicom.utils import pretty_bytes
 from tests.support.helpers import SESSIONS, fixtureBytes, splitStream

@@ -9,7 +9,8 @@ from __future__ import annotations
 import io
 import json
 import pytest
-from dicomecho.observability.logs import consoleObserver, jsonObserver, log, logStartup, renderEcho, setLogLevel
+from dicomecho.observability.logs import consoleObserver, jsonObserver, logStartup, renderEcho
+from dicomecho.observability.levels import log, setLogLevel
 from dicomecho.wire.pdu import AssociateRQ
 from tests.support.helpers import logLevelSet
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
@@ -396,7 +397,8 @@ def test_hostileValuesAreCutAndEscaped() -> None:
     implementation UID renders as short, single, printable lines: every
     peer value is escaped and cut, with the number of characters left out.
     """
-    from dicomecho.wire.items import PresentationContextRQ, UserInformation
+    from dicomecho.wire.items import PresentationContextRQ
+    from dicomecho.wire.userinfo import UserInformation
     from dicomecho.observability.logblocks import MAX_VALUE_LENGTH
 
     rq = AssociateRQ(

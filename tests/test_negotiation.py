@@ -17,18 +17,16 @@ from pynetdicom._globals import ALL_TRANSFER_SYNTAXES as PYNETDICOM_SYNTAXES
 
 from dicomecho import __version__
 from dicomecho.wire.errors import AbortReason, AbortSource, RemoteProtocolError
-from dicomecho.wire.items import (
+from dicomecho.wire.userinfo import (
     AsyncOperationsWindow,
-    PresentationContextAC,
-    PresentationContextRQ,
     RoleSelection,
     UserIdentityRQ,
     UserInformation,
 )
+from dicomecho.wire.items import PresentationContextAC, PresentationContextRQ
 from dicomecho.association.negotiation import (
     ALL_TRANSFER_SYNTAXES,
     DEFAULT_MAX_ASSOCIATIONS,
-    DICOM_APPLICATION_CONTEXT,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
     VERIFICATION_SOP_CLASS,
@@ -41,6 +39,7 @@ from dicomecho.association.negotiation import (
     negotiate,
     transferSyntaxOrder,
 )
+from dicomecho.wire.pdu import DICOM_APPLICATION_CONTEXT
 from dicomecho.wire.pdu import AssociateAC, AssociateRQ, decode, decodePDU
 from tests.support.helpers import SESSIONS, fixtureBytes, splitStream
 

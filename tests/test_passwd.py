@@ -14,7 +14,8 @@ from typing import Iterator
 import pytest
 
 from dicomecho.cli import passwd
-from dicomecho.security.credentials import Credentials, hashPasscode
+from dicomecho.security.credentials import Credentials
+from dicomecho.security.passcodes import hashPasscode
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,8 @@ import struct
 import pytest
 
 from dicomecho.wire.errors import AbortReason, LocalProtocolError, PDUDecodeError
-from dicomecho.wire.items import ItemType, PresentationContextRQ, iterItems
+from dicomecho.wire.itemcodec import ItemType, iterItems
+from dicomecho.wire.items import PresentationContextRQ
 from dicomecho.wire.pdu import (
     Abort,
     AssociateAC,

@@ -19,13 +19,8 @@ import threading
 
 import pytest
 
-from dicomecho.wire.items import (
-    AsyncOperationsWindow,
-    PresentationContextAC,
-    PresentationContextRQ,
-    RoleSelection,
-    UserInformation,
-)
+from dicomecho.wire.userinfo import AsyncOperationsWindow, RoleSelection, UserInformation
+from dicomecho.wire.items import PresentationContextAC, PresentationContextRQ
 from dicomecho.wire.pdu import (
     DICOM_APPLICATION_CONTEXT,
     Abort,

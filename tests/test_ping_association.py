@@ -19,12 +19,13 @@ from typing import Callable
 
 import pytest
 
-from dicomecho.association.dimse import CommandField, decodeCommandSet, encodeCommandSet, tag
+from dicomecho.association.commandset import CommandField, decodeCommandSet, encodeCommandSet, tag
 from dicomecho.association.negotiation import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS
 from dicomecho.cli.pingassociation import describeAbort, describeRejection, ping
 from dicomecho.cli.pingresult import ExitCode
 from dicomecho.wire.errors import AbortReason, AbortSource
-from dicomecho.wire.items import PresentationContextAC, UserInformation
+from dicomecho.wire.items import PresentationContextAC
+from dicomecho.wire.userinfo import UserInformation
 from dicomecho.wire.pdu import (
     PDU,
     Abort,

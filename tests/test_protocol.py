@@ -16,8 +16,8 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.test import iosim
 
-from dicomecho.association.dimse import CommandField, decodeCommandSet, encodeCommandSet, tag
-from dicomecho.association.fsm import State
+from dicomecho.association.commandset import CommandField, decodeCommandSet, encodeCommandSet, tag
+from dicomecho.association.transitions import State
 from dicomecho.wire.framer import PDUFramer
 from dicomecho.wire.items import PresentationContextRQ
 from dicomecho.wire.pdu import (
@@ -612,7 +612,7 @@ def test_artimExpiryLoggedAtDebug(make: Any) -> None:
     """
     from twisted.logger import LogLevel, capturedLogs
 
-    from dicomecho.observability.logs import logLevel, setLogLevel
+    from dicomecho.observability.levels import logLevel, setLogLevel
 
     h = make(acseTimeout=2)
     previous = logLevel()

@@ -23,7 +23,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 
 from dicomecho.security.access import AccessList
-from dicomecho.association.fsm import State
+from dicomecho.association.transitions import State
 from dicomecho.wire.pdu import AssociateAC, ReleaseRP, ReleaseRQ, encode
 from dicomecho.server.factory import DICOMServerFactory
 from dicomecho.observability.logs import renderEcho

@@ -17,15 +17,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 
-from dicomecho.association.dimse import (
-    CommandField,
-    DIMSEMessage,
-    decodeCommandSet,
-    encodeCommandSet,
-    fragment,
-    tag,
-)
-from dicomecho.association.fsm import State
+from dicomecho.association.commandset import CommandField, decodeCommandSet, encodeCommandSet, tag
+from dicomecho.association.dimse import DIMSEMessage, fragment
+from dicomecho.association.transitions import State
 from dicomecho.wire.items import PresentationContextRQ
 from dicomecho.association.negotiation import AcceptedContext
 from dicomecho.wire.pdu import PDataTF, PresentationDataValue, ReleaseRQ, encode

@@ -19,15 +19,16 @@ from twisted.logger import LogLevel, globalLogPublisher
 from zope.interface import implementer
 
 from dicomecho.security.access import AccessList
-from dicomecho.security.credentials import Credentials, hashPasscode
-from dicomecho.association.fsm import State
+from dicomecho.security.credentials import Credentials
+from dicomecho.security.passcodes import hashPasscode
+from dicomecho.association.transitions import State
 from dicomecho.security.identity import (
     IdentityRefused,
     IUserIdentityChecker,
     UserIdentityMode,
 )
 from dicomecho.server.identitycheck import CredentialsChecker
-from dicomecho.wire.items import UserIdentityAC, UserIdentityRQ
+from dicomecho.wire.userinfo import UserIdentityAC, UserIdentityRQ
 from dicomecho.observability.logs import consoleObserver, jsonObserver
 from dicomecho.wire.pdu import Abort, AssociateAC, AssociateRJ, ReleaseRP, ReleaseRQ
 from dicomecho.server.factory import DICOMServerFactory

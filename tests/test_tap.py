@@ -18,7 +18,7 @@ from twisted.logger import LogLevel
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 
-from dicomecho.observability.logs import logLevel, setLogLevel
+from dicomecho.observability.levels import logLevel, setLogLevel
 from dicomecho.association.negotiation import TransferSyntaxPreference, transferSyntaxOrder
 from dicomecho.server.factory import DICOMServerFactory
 from dicomecho.server.commandline import translateAliases

@@ -18,9 +18,15 @@ L{connectionLost}.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping
 
-from dicomecho.association.dimse import DIMSEError, DIMSEMessage, DIMSEResponse, MessageAssembler, encodeResponse
+from dicomecho.association.commandset import DIMSEError
+from dicomecho.association.dimse import (
+    DIMSEMessage,
+    DIMSEResponse,
+    MessageAssembler,
+    encodeResponse,
+)
 from dicomecho.association.effects import (
     AssociateRequested,
     AssociationAborted,
@@ -42,21 +48,19 @@ from dicomecho.association.effects import (
 )
 from dicomecho.association.establishment import AssociationHost, PeerAddress, decideRequest
 from dicomecho.association.fastpaths import ResponseReplayer
+from dicomecho.association.transitions import TRANSITIONS, Event, State
 from dicomecho.association.fsm import (
-    TRANSITIONS,
     AbortIndication,
     AcceptorStateMachine,
     AssociateIndication,
     CloseTransport,
     DataIndication,
     Effect,
-    Event,
     PDUIgnored,
     ReleaseConfirmation,
     ReleaseIndication,
     SendPDU,
     StartARTIM,
-    State,
     StopARTIM,
 )
 from dicomecho.association.negotiation import Acceptance, Rejection
@@ -81,16 +85,6 @@ _STOP_NETWORK = StopTimer(Timer.NETWORK)
 _STOP_DIMSE = StopTimer(Timer.DIMSE)
 _ENDED = AssociationEnded()
 _RELEASED = AssociationReleased()
-
-
-class _Received(NamedTuple):
-    """
-    The PDU being handled: its body, and for a known A-ASSOCIATE-RQ the
-    cache's entry.
-    """
-
-    body: bytes
-    known: tuple[Acceptance, bytes, object] | None = None
 
 
 class DataTransfer:
@@ -129,7 +123,7 @@ class DataTransfer:
             and self._host.replaysResponses
             and not self._responses
             and not self._assembler.inProgress  # type: ignore[union-attr]
-            and not self._host.reportsMessages()
+            and not self._host.reportsProgress()
         )
 
     def _dataIndication(
@@ -137,18 +131,14 @@ class DataTransfer:
         indication: DataIndication,
         out: list[AssociationEffect],
         now: float,
-        received: _Received | None,
+        body: bytes | None,
     ) -> None:
         assembler = self._assembler
         assert assembler is not None
         pdvs = indication.pdata.pdvs
         # A response may be recorded for replay only for a P-DATA-TF of a
         # single PDV, received where it could have been replayed.
-        requestBody = (
-            received.body
-            if received is not None and len(pdvs) == 1 and self._replayable()
-            else None
-        )
+        requestBody = body if len(pdvs) == 1 and self._replayable() else None
         for pdv in pdvs:
             try:
                 message = assembler.receive(pdv)
@@ -184,7 +174,7 @@ class DataTransfer:
         context = self.contexts[message.contextID]
         self.messages += 1
         host = self._host
-        if host.reportsMessages():
+        if host.reportsProgress():
             out.append(MessageReceived(message))
         responder = host.responders.get(context.abstractSyntax)
         try:
@@ -227,7 +217,8 @@ class DataTransfer:
         if self._releasing and not self._responses and self._machine.state is State.STA8:
             self._releasing = False
             self._run(self._machine.releaseResponse(), out, now)
-            out.append(_RELEASED)
+            if self._host.reportsProgress():
+                out.append(_RELEASED)
             self.noteOutcome(Outcome.RELEASED, "A-RELEASE completed")
             if self._host.draining:
                 # Shutting down: do not wait in Sta13 for the peer to close.
@@ -289,13 +280,6 @@ class Association(DataTransfer):
         """
         return self._machine.state in (State.STA3, State.STA6, State.STA8)
 
-    @property
-    def bufferedLength(self) -> int:
-        """
-        Bytes received and not yet handled.
-        """
-        return self._framer.bufferedLength
-
     def noteOutcome(self, outcome: Outcome, reason: str) -> None:
         """
         Record how the connection ended, when the server knows better (a
@@ -346,7 +330,7 @@ class Association(DataTransfer):
             pdu = known[0].rq if known is not None else decodePDU(pduType, body)
         except RemoteProtocolError as error:
             return self._run(self._machine.invalidPDUReceived(error), [InvalidPDU(error)], now)
-        return self._run(self._machine.pduReceived(pdu), [], now, _Received(body, known))
+        return self._run(self._machine.pduReceived(pdu), [], now, body, known)
 
     def timerExpired(self, timer: Timer, now: float) -> list[AssociationEffect]:
         """
@@ -427,20 +411,26 @@ class Association(DataTransfer):
         effects: list[Effect],
         out: list[AssociationEffect],
         now: float,
-        received: _Received | None = None,
+        body: bytes | None = None,
+        known: tuple[Acceptance, bytes, object] | None = None,
     ) -> list[AssociationEffect]:
+        """
+        Carry out the state machine's C{effects}; C{body} is the PDU being
+        handled, and C{known} its acceptance cache entry if it is a known
+        A-ASSOCIATE-RQ.
+        """
         for effect in effects:
             kind = type(effect)
             if kind is SendPDU or kind is CloseTransport:
                 out.append(effect)  # type: ignore[arg-type]
             elif kind is DataIndication:
-                self._dataIndication(effect, out, now, received)  # type: ignore[arg-type]
+                self._dataIndication(effect, out, now, body)  # type: ignore[arg-type]
             elif kind is StartARTIM:
                 out.append(StartTimer(Timer.ARTIM, self._host.acseTimeout))
             elif kind is StopARTIM:
                 out.append(_STOP_ARTIM)
             elif kind is AssociateIndication:
-                self._associateIndication(effect.rq, out, now, received)  # type: ignore[union-attr]
+                self._associateIndication(effect.rq, out, now, body, known)  # type: ignore[union-attr]
             elif kind is ReleaseIndication:
                 self._releasing = True
                 self._releaseIfIdle(out, now)
@@ -453,11 +443,16 @@ class Association(DataTransfer):
     # --- establishment ----------------------------------------------------------
 
     def _associateIndication(
-        self, rq: AssociateRQ, out: list[AssociationEffect], now: float, received: _Received | None
+        self,
+        rq: AssociateRQ,
+        out: list[AssociationEffect],
+        now: float,
+        body: bytes | None,
+        known: tuple[Acceptance, bytes, object] | None,
     ) -> None:
         self.titles = (rq.callingAETitle, rq.calledAETitle)
-        out.append(AssociateRequested(rq))
-        known = received.known if received is not None else None
+        if self._host.reportsRequests():
+            out.append(AssociateRequested(rq))
         decision = decideRequest(rq, self._host, self._peer, known)
         if decision.invalid is not None:
             error = decision.invalid
@@ -470,7 +465,6 @@ class Association(DataTransfer):
         elif decision.cached is not None:
             self._answer(decision.outcome, out, now, *decision.cached)  # type: ignore[arg-type]
         else:
-            body = received.body if received is not None else None
             self._answer(decision.outcome, out, now, body=body)  # type: ignore[arg-type]
 
     def _answer(

@@ -42,8 +42,6 @@ __all__ = [
     "InvalidPDU",
     "TimedOut",
     "ResponderFailed",
-    "SendPDU",
-    "CloseTransport",
     "AssociationEffect",
 ]
 

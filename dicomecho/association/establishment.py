@@ -65,10 +65,16 @@ class AssociationHost(Protocol):
     @property
     def atCapacity(self) -> bool: ...
 
-    def reportsMessages(self) -> bool:
+    def reportsProgress(self) -> bool:
         """
-        Whether every DIMSE message is reported (L{MessageReceived}); the
-        replay fast path is off then.
+        Whether each DIMSE message and the release are reported
+        (L{MessageReceived}, L{AssociationReleased}); the replay fast path
+        is off then.
+        """
+
+    def reportsRequests(self) -> bool:
+        """
+        Whether each A-ASSOCIATE-RQ is reported whole (L{AssociateRequested}).
         """
 
 

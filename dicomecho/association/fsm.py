@@ -52,9 +52,6 @@ from dicomecho.wire.pdu import (
 )
 
 __all__ = [
-    "State",
-    "Event",
-    "TRANSITIONS",
     "AcceptorStateMachine",
     "SendPDU",
     "StartARTIM",
@@ -77,10 +74,12 @@ E = Event
 # --- effects ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendPDU:
     """
-    Write these bytes (one whole PDU) to the transport.
+    Write these bytes (one whole PDU) to the transport. Not frozen: one is
+    made per response, and a frozen dataclass takes over twice as long to
+    build (it sets each field through C{object.__setattr__}).
     """
 
     data: bytes

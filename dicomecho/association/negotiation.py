@@ -24,12 +24,8 @@ from typing import Iterable, Mapping
 from dicomecho import __version__
 from dicomecho.security.access import AccessList
 from dicomecho.wire.errors import AbortReason, RemoteProtocolError
-from dicomecho.wire.items import (
-    PresentationContextAC,
-    PresentationContextRQ,
-    PresentationResult,
-    UserInformation,
-)
+from dicomecho.wire.items import PresentationContextAC, PresentationContextRQ, PresentationResult
+from dicomecho.wire.userinfo import UserInformation
 from dicomecho.wire.userinfo import UserIdentityAC
 from dicomecho.wire.pdu import (
     DICOM_APPLICATION_CONTEXT,
@@ -43,7 +39,6 @@ from dicomecho.wire.pdu import (
 
 __all__ = [
     "VERIFICATION_SOP_CLASS",
-    "DICOM_APPLICATION_CONTEXT",
     "IMPLICIT_VR_LITTLE_ENDIAN",
     "EXPLICIT_VR_LITTLE_ENDIAN",
     "EXPLICIT_VR_BIG_ENDIAN",

@@ -31,10 +31,10 @@ import sys
 from dicomecho.security.credentials import (
     Credentials,
     CredentialsError,
-    hashPasscode,
     updateFile,
     validateUsername,
 )
+from dicomecho.security.passcodes import hashPasscode
 
 __all__ = ["main"]
 

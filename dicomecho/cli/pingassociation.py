@@ -15,15 +15,8 @@ import socket
 import ssl
 import time
 
-from dicomecho.association.dimse import (
-    NO_DATA_SET,
-    CommandField,
-    DIMSEMessage,
-    MessageAssembler,
-    encodeCommandSet,
-    fragment,
-    tag,
-)
+from dicomecho.association.commandset import NO_DATA_SET, CommandField, encodeCommandSet, tag
+from dicomecho.association.dimse import DIMSEMessage, MessageAssembler, fragment
 from dicomecho.association.negotiation import (
     DEFAULT_MAX_PDU_LENGTH,
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -37,12 +30,8 @@ from dicomecho.cli.pinglink import PDULink
 from dicomecho.cli.pingresult import ExitCode, PingFailure, PingResult
 from dicomecho.observability.logblocks import escape
 from dicomecho.wire.errors import AbortReason, AbortSource, DICOMProtocolError
-from dicomecho.wire.items import (
-    PresentationContextRQ,
-    PresentationResult,
-    UserIdentityRQ,
-    UserInformation,
-)
+from dicomecho.wire.items import PresentationContextRQ, PresentationResult
+from dicomecho.wire.userinfo import UserIdentityRQ, UserInformation
 from dicomecho.wire.pdu import (
     PDU,
     Abort,

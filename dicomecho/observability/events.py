@@ -97,7 +97,7 @@ def commandName(commandField: int) -> str:
     echoscp's wording for a received message: "Echo Request" for a
     C-ECHO-RQ, else the PS3.7 name (e.g. "C-STORE-RQ").
     """
-    from dicomecho.association.dimse import CommandField
+    from dicomecho.association.commandset import CommandField
 
     if commandField == CommandField.C_ECHO_RQ:
         return "Echo Request"

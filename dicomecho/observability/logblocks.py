@@ -13,8 +13,10 @@ import re
 
 from pydicom.uid import UID
 
-from dicomecho.association.dimse import CommandField, DIMSEMessage, tag
-from dicomecho.wire.items import PresentationContextRQ, UserInformation
+from dicomecho.association.commandset import CommandField, tag
+from dicomecho.association.dimse import DIMSEMessage
+from dicomecho.wire.items import PresentationContextRQ
+from dicomecho.wire.userinfo import UserInformation
 from dicomecho.wire.pdu import AssociateAC, AssociateRQ
 from dicomecho.wire.vocabulary import (
     NO_VALUE,

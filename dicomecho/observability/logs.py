@@ -38,15 +38,7 @@ from zope.interface import implementer
 from dicomecho.association.dimse import DIMSEMessage
 from dicomecho.association.outcome import Outcome
 from dicomecho.observability.events import EventName
-from dicomecho.observability.levels import (
-    LOG_LEVEL_NAMES,
-    NAMESPACE,
-    isEnabled,
-    log,
-    logLevel,
-    passes,
-    setLogLevel,
-)
+from dicomecho.observability.levels import NAMESPACE, isEnabled, log, passes
 from dicomecho.observability.logblocks import (
     abortLines,
     associateACLines,
@@ -59,22 +51,11 @@ from dicomecho.observability.logblocks import (
 from dicomecho.wire.pdu import AssociateRQ
 
 __all__ = [
-    "NAMESPACE",
-    "log",
-    "setLogLevel",
-    "logLevel",
-    "isEnabled",
-    "LOG_LEVEL_NAMES",
     "listeningAddress",
     "renderEcho",
     "consoleObserver",
     "jsonObserver",
     "logStartup",
-    "associateRQLines",
-    "associateACLines",
-    "associateRJLines",
-    "abortLines",
-    "dimseLines",
     "jsonRecord",
 ]
 

@@ -37,14 +37,13 @@ import unicodedata
 from types import MappingProxyType
 from typing import Mapping, Union
 
-from dicomecho.security.passcodes import PasscodeHash, dummyHash, hashPasscode, parseHash
+from dicomecho.security.passcodes import PasscodeHash, dummyHash, parseHash
 
 __all__ = [
     "MAX_USERNAME_LENGTH",
     "CredentialsError",
     "Credentials",
     "CredentialsStore",
-    "hashPasscode",
     "validateUsername",
     "formatEntry",
     "updateFile",

@@ -168,9 +168,11 @@ class DICOMServerFactory(ServerFactory):
         """
         return self.draining or self.activeAssociations >= self.maxAssociations
 
-    #: Whether each DIMSE message is logged (info and below); a partial,
-    #: so the per-echo check costs one C call.
-    reportsMessages = staticmethod(partial(isEnabled, LogLevel.info))
+    #: Whether each DIMSE message and the release are logged (info), and
+    #: each request whole (debug); partials, so the per-echo check is one
+    #: C call.
+    reportsProgress = staticmethod(partial(isEnabled, LogLevel.info))
+    reportsRequests = staticmethod(partial(isEnabled, LogLevel.debug))
 
     def messagesAnswered(self) -> int:
         """

@@ -10,7 +10,7 @@ from __future__ import annotations
 from twisted.logger import LogLevel
 
 from dicomecho.association.negotiation import MINIMUM_PEER_MAX_PDU_LENGTH
-from dicomecho.observability.logs import LOG_LEVEL_NAMES
+from dicomecho.observability.levels import LOG_LEVEL_NAMES
 from dicomecho.security.identity import UserIdentityMode
 
 __all__ = [

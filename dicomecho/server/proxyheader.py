@@ -55,7 +55,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dicomecho.observability.events import EventName
-from dicomecho.observability.logs import listeningAddress, log
+from dicomecho.observability.logs import listeningAddress
+from dicomecho.observability.levels import log
 from dicomecho.wire.recognition import PROXY_V1_SIGNATURE, PROXY_V2_SIGNATURE
 
 __all__ = [

@@ -33,7 +33,8 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from dicomecho.observability.events import EventName
-from dicomecho.observability.logs import listeningAddress, log
+from dicomecho.observability.logs import listeningAddress
+from dicomecho.observability.levels import log
 from dicomecho.security.access import peerAddress
 from dicomecho.server.listen import TLS_PREFIXES
 

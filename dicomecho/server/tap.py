@@ -29,7 +29,8 @@ from dicomecho.association.negotiation import (
     DEFAULT_MAX_PDU_LENGTH,
     TransferSyntaxPreference,
 )
-from dicomecho.observability.logs import logStartup, setLogLevel
+from dicomecho.observability.logs import logStartup
+from dicomecho.observability.levels import setLogLevel
 from dicomecho.security.access import AccessList, parseNetwork
 from dicomecho.security.identity import UserIdentityMode
 from dicomecho.server.commandline import (

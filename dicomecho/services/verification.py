@@ -31,7 +31,6 @@ __all__ = [
     "VERIFICATION_SOP_CLASS",
     "PresentationContextLike",
     "IServiceResponder",
-    "DIMSEResponse",
     "VerificationResponder",
 ]
 

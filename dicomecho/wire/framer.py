@@ -119,7 +119,10 @@ class PDUFramer:
     """
 
     # One per connection: no instance dictionary.
-    __slots__ = ("_limits", "_maxAssociateLength", "_maxPDataLength", "_buffer", "_offset", "_failure")
+    __slots__ = (
+        "_limits", "_maxAssociateLength", "_maxPDataLength", "_buffer", "_offset", "_failure",
+        "failed",
+    )
 
     def __init__(
         self,
@@ -139,6 +142,9 @@ class PDUFramer:
         self._buffer = bytearray()
         self._offset = 0
         self._failure: RemoteProtocolError | None = None
+        #: Whether a header was refused; the framer then keeps nothing. (An
+        #: attribute, not a property: it is read for every PDU.)
+        self.failed = False
 
     @property
     def maxAssociateLength(self) -> int:
@@ -166,13 +172,6 @@ class PDUFramer:
 
     def _setLimits(self) -> None:
         self._limits = _limits(self._maxAssociateLength, self._maxPDataLength)
-
-    @property
-    def failed(self) -> bool:
-        """
-        Whether a header was refused; the framer then keeps nothing.
-        """
-        return self._failure is not None
 
     @property
     def bufferedLength(self) -> int:
@@ -264,5 +263,6 @@ class PDUFramer:
 
     def _fail(self, error: RemoteProtocolError) -> None:
         self._failure = error
+        self.failed = True
         self._buffer = bytearray()
         self._offset = 0

@@ -14,45 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dicomecho.wire.errors import LocalProtocolError
-from dicomecho.wire.itemcodec import (
-    MAX_KEPT_UNKNOWN_ITEMS,
-    ItemType,
-    UnknownItem,
-    decodeText,
-    encodeItem,
-    encodeText,
-    iterItems,
-    needLength,
-    singleValued,
-)
-from dicomecho.wire.userinfo import (
-    AsyncOperationsWindow,
-    RoleSelection,
-    SOPClassCommonExtendedNegotiation,
-    SOPClassExtendedNegotiation,
-    UserIdentityAC,
-    UserIdentityRQ,
-    UserInformation,
-)
+from dicomecho.wire.itemcodec import ItemType, decodeText, encodeItem, encodeText, iterItems, needLength, singleValued
 
 __all__ = [
-    "ItemType",
     "PresentationContextRQ",
     "PresentationContextAC",
     "PresentationResult",
-    "UserInformation",
-    "AsyncOperationsWindow",
-    "RoleSelection",
-    "SOPClassExtendedNegotiation",
-    "SOPClassCommonExtendedNegotiation",
-    "UserIdentityRQ",
-    "UserIdentityAC",
-    "UnknownItem",
-    "MAX_KEPT_UNKNOWN_ITEMS",
-    "iterItems",
-    "encodeItem",
-    "decodeText",
-    "encodeText",
 ]
 
 

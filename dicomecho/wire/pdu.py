@@ -24,18 +24,17 @@ from dicomecho.wire.errors import (
     PDUDecodeError,
     UnrecognizedPDUError,
 )
-from dicomecho.wire.items import (
+from dicomecho.wire.itemcodec import (
     MAX_KEPT_UNKNOWN_ITEMS,
     ItemType,
-    PresentationContextAC,
-    PresentationContextRQ,
     UnknownItem,
-    UserInformation,
     decodeText,
     encodeItem,
     encodeText,
     iterItems,
 )
+from dicomecho.wire.items import PresentationContextAC, PresentationContextRQ
+from dicomecho.wire.userinfo import UserInformation
 
 __all__ = [
     "validateAETitle",

@@ -14,9 +14,10 @@ import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 
-from dicomecho.association.fsm import State
+from dicomecho.association.transitions import State
 from dicomecho.server.factory import DICOMServerFactory
-from dicomecho.wire.items import PresentationContextRQ, UserIdentityRQ, UserInformation
+from dicomecho.wire.items import PresentationContextRQ
+from dicomecho.wire.userinfo import UserIdentityRQ, UserInformation
 from dicomecho.wire.pdu import AssociateRQ
 from tests.support.harness import IMPLICIT, VERIFICATION, Harness
 

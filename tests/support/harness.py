@@ -14,8 +14,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-from dicomecho.association.dimse import CommandField, decodeCommandSet, encodeCommandSet, tag
-from dicomecho.wire.items import PresentationContextRQ, UserInformation
+from dicomecho.association.commandset import CommandField, decodeCommandSet, encodeCommandSet, tag
+from dicomecho.wire.items import PresentationContextRQ
+from dicomecho.wire.userinfo import UserInformation
 from dicomecho.association.dimse import DIMSEResponse
 from dicomecho.services.verification import VerificationResponder
 from dicomecho.wire.pdu import AssociateRQ, PDataTF, PresentationDataValue, decodePDU, encode

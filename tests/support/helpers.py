@@ -11,7 +11,7 @@ from typing import Iterator
 from twisted.logger import LogLevel
 
 from dicomecho.wire.framer import Frame, PDUFramer
-from dicomecho.observability.logs import logLevel, setLogLevel
+from dicomecho.observability.levels import logLevel, setLogLevel
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

@@ -36,8 +36,9 @@ from typing import Any, Iterator, Sequence
 
 import pytest
 
-from dicomecho.association.dimse import decodeCommandSet, encodeCommandSet, tag
-from dicomecho.wire.items import PresentationContextRQ, UserInformation
+from dicomecho.association.commandset import decodeCommandSet, encodeCommandSet, tag
+from dicomecho.wire.items import PresentationContextRQ
+from dicomecho.wire.userinfo import UserInformation
 from dicomecho.wire.pdu import (
     Abort,
     AssociateAC,

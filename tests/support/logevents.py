@@ -15,7 +15,8 @@ from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from twisted.logger import LogLevel
 
 from dicomecho.association.dimse import DIMSEMessage, MessageAssembler
-from dicomecho.observability.logs import logLevel, renderEcho, setLogLevel
+from dicomecho.observability.levels import logLevel, setLogLevel
+from dicomecho.observability.logs import renderEcho
 from dicomecho.association.negotiation import (
     Acceptance,
     AssociationPolicy,

@@ -12,8 +12,9 @@ from typing import Any
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
-from dicomecho.association.dimse import CommandField, encodeCommandSet, tag
-from dicomecho.wire.items import PresentationContextRQ, UserInformation
+from dicomecho.association.commandset import CommandField, encodeCommandSet, tag
+from dicomecho.wire.items import PresentationContextRQ
+from dicomecho.wire.userinfo import UserInformation
 from dicomecho.wire.pdu import Abort, AssociateAC, AssociateRJ, AssociateRQ, PDataTF, PresentationDataValue, ReleaseRP, ReleaseRQ, encode
 from tests.support.strategies import pdus as anyPDU
 

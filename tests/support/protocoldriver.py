@@ -21,11 +21,12 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
-from dicomecho.association.dimse import CommandSetError, decodeCommandSet, tag
+from dicomecho.association.commandset import CommandSetError, decodeCommandSet, tag
 from dicomecho.wire.errors import RemoteProtocolError
-from dicomecho.association.fsm import State
+from dicomecho.association.transitions import State
 from dicomecho.wire.framer import HEADER_LENGTH, UNLIMITED_PDATA_CEILING, PDUFramer
-from dicomecho.observability.logs import jsonRecord, logLevel, renderEcho, setLogLevel
+from dicomecho.observability.logs import jsonRecord, renderEcho
+from dicomecho.observability.levels import logLevel, setLogLevel
 from dicomecho.wire.pdu import Abort, AssociateAC, AssociateRJ, PDataTF, ReleaseRP, decodePDU
 from dicomecho.server.factory import DICOMServerFactory
 from dicomecho.services.verification import VerificationResponder

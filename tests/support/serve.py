@@ -20,7 +20,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.logger import LogLevel, formatEvent, globalLogBeginner
 
-from dicomecho.observability.logs import setLogLevel
+from dicomecho.observability.levels import setLogLevel
 from dicomecho.association.negotiation import TransferSyntaxPreference
 from dicomecho.server.factory import DICOMServerFactory
 

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from dicomecho.wire.items import (
+from dicomecho.wire.userinfo import (
     AsyncOperationsWindow,
-    PresentationContextAC,
-    PresentationContextRQ,
     RoleSelection,
     SOPClassCommonExtendedNegotiation,
     SOPClassExtendedNegotiation,
-    UnknownItem,
     UserIdentityAC,
     UserIdentityRQ,
     UserInformation,
 )
+from dicomecho.wire.items import PresentationContextAC, PresentationContextRQ
+from dicomecho.wire.itemcodec import UnknownItem
 from dicomecho.wire.pdu import (
     PDU,
     Abort,
