@@ -24,7 +24,7 @@ import pytest
 from dicomecho.cli.pingassociation import ping
 from dicomecho.cli.pingresult import ExitCode, PingResult
 from tests.support.peers import requireEchoscu
-from tests.support.ping import PASSCODE, WAIT, oneLine, run, startDicomecho
+from tests.support.ping import PASSCODE, WAIT, oneLine, plainServer, run, startDicomecho  # noqa: F401 (plainServer: a fixture)
 from tests.support.processes import ROOT, Server, freePort, waitListening
 
 def runCommand(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -43,13 +43,6 @@ def runCommand(*argv: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 
 # --- module-scoped servers --------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def plainServer() -> Iterator[int]:
-    server, port = startDicomecho()
-    yield port
-    server.stop()
 
 
 @pytest.fixture(scope="module")

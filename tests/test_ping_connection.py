@@ -21,7 +21,7 @@ from dicomecho.cli.pingassociation import ping
 from dicomecho.cli.pingconnection import makeSSLContext
 from tests.support.processes import Server, freePort
 from tests.support.tlscerts import TestPKI, createPKI
-from tests.support.ping import oneLine, run, startDicomecho
+from tests.support.ping import oneLine, plainServer, run, startDicomecho  # noqa: F401 (plainServer: a fixture)
 
 
 # --- module-scoped servers --------------------------------------------------------
@@ -30,13 +30,6 @@ from tests.support.ping import oneLine, run, startDicomecho
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
     return createPKI(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def plainServer() -> Iterator[int]:
-    server, port = startDicomecho()
-    yield port
-    server.stop()
 
 
 @pytest.fixture(scope="module")

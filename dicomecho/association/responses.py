@@ -13,7 +13,7 @@ __all__ = ["Slot", "ResponseQueue"]
 
 #: One response's place in the queue: a list holding its encoded PDUs once
 #: they are ready, C{None} until then.
-Slot = list  # list[list[bytes] | None]
+Slot = list[list[bytes] | None]
 
 
 class ResponseQueue:

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Protocol
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
+from dicomecho.association.commandset import CommandField
 from dicomecho.association.dimse import DIMSEMessage
 from dicomecho.association.fsm import AbortIndication
 from dicomecho.association.negotiation import Acceptance, Rejection
@@ -89,16 +90,12 @@ class EventName(Enum):
     IDENTITY_THROTTLED = "identity-throttled"
 
 
-E = EventName
-
 
 def commandName(commandField: int) -> str:
     """
     echoscp's wording for a received message: "Echo Request" for a
     C-ECHO-RQ, else the PS3.7 name (e.g. "C-STORE-RQ").
     """
-    from dicomecho.association.commandset import CommandField
-
     if commandField == CommandField.C_ECHO_RQ:
         return "Echo Request"
     try:
@@ -113,7 +110,7 @@ def commandName(commandField: int) -> str:
 def emitShutdown(associations: int, connections: int, grace: float) -> None:
     log.info(
         "Shutting down: {associations} association(s) may finish within {grace} s",
-        dicomEvent=E.SHUTDOWN.value,
+        dicomEvent=EventName.SHUTDOWN.value,
         peer="",
         associations=associations,
         connections=connections,
@@ -124,7 +121,7 @@ def emitShutdown(associations: int, connections: int, grace: float) -> None:
 def emitShutdownAbort(count: int) -> None:
     log.info(
         "Aborting {count} association(s) still open after the grace period",
-        dicomEvent=E.SHUTDOWN_ABORT.value,
+        dicomEvent=EventName.SHUTDOWN_ABORT.value,
         peer="",
         count=count,
     )
@@ -136,7 +133,7 @@ def emitShutdownAbort(count: int) -> None:
 def emitConnectionRefused(peer: Named, why: str) -> None:
     log.warn(
         "Refused connection from {peer}: {why}",
-        dicomEvent=E.CONNECTION_REFUSED.value,
+        dicomEvent=EventName.CONNECTION_REFUSED.value,
         peer=peer.peerText(),
         why=why,
     )
@@ -145,7 +142,7 @@ def emitConnectionRefused(peer: Named, why: str) -> None:
 def emitConnectionClosed(peer: Named, detail: str) -> None:
     log.debug(
         "Connection from {peer} closed: {detail}",
-        dicomEvent=E.CONNECTION_CLOSED.value,
+        dicomEvent=EventName.CONNECTION_CLOSED.value,
         peer=peer.peerText(),
         detail=detail,
     )
@@ -155,7 +152,7 @@ def emitTLSEstablished(peer: Named, tlsInfo: Mapping[str, str | None]) -> None:
     if isEnabled(LogLevel.info):
         log.info(
             "TLS {tlsVersion} from {peer} ({tlsCipher}), client certificate: {subject}",
-            dicomEvent=E.TLS_ESTABLISHED.value,
+            dicomEvent=EventName.TLS_ESTABLISHED.value,
             peer=peer.peerText(),
             subject=tlsInfo.get("tlsSubject") or "none",
             **tlsInfo,
@@ -165,7 +162,7 @@ def emitTLSEstablished(peer: Named, tlsInfo: Mapping[str, str | None]) -> None:
 def emitTLSRefused(peer: Named, why: str, tlsInfo: Mapping[str, str | None]) -> None:
     log.error(
         "TLS handshake with {peer} failed: {why}",
-        dicomEvent=E.TLS_REFUSED.value,
+        dicomEvent=EventName.TLS_REFUSED.value,
         peer=peer.peerText(),
         why=why,
         **tlsInfo,
@@ -175,7 +172,7 @@ def emitTLSRefused(peer: Named, why: str, tlsInfo: Mapping[str, str | None]) -> 
 def emitInvalidPDU(peer: Named, error: RemoteProtocolError) -> None:
     log.error(
         "Invalid PDU from {peer}: {error}",
-        dicomEvent=E.INVALID_PDU.value,
+        dicomEvent=EventName.INVALID_PDU.value,
         peer=peer.peerText(),
         error=str(error),
         abortReason=int(error.abortReason),
@@ -188,7 +185,7 @@ def emitInvalidPDU(peer: Named, error: RemoteProtocolError) -> None:
 
 def emitAssociateRQ(peer: Named, rq: AssociateRQ) -> None:
     if isEnabled(LogLevel.debug):
-        log.debug("A-ASSOCIATE-RQ from {peer}", dicomEvent=E.ASSOCIATE_RQ.value, peer=peer.peerText(), rq=rq)
+        log.debug("A-ASSOCIATE-RQ from {peer}", dicomEvent=EventName.ASSOCIATE_RQ.value, peer=peer.peerText(), rq=rq)
 
 
 def emitAccepted(
@@ -197,7 +194,7 @@ def emitAccepted(
     if isEnabled(LogLevel.info):
         log.info(
             "Accepting Association",
-            dicomEvent=E.ASSOCIATION_ACCEPTED.value,
+            dicomEvent=EventName.ASSOCIATION_ACCEPTED.value,
             peer=peer.peerText(),
             rq=acceptance.rq,
             ac=acceptance.ac,
@@ -215,7 +212,7 @@ def emitRejected(peer: Named, rejection: Rejection, tlsInfo: Mapping[str, str | 
     log.emit(
         level,
         "Rejecting Association",
-        dicomEvent=E.ASSOCIATION_REJECTED.value,
+        dicomEvent=EventName.ASSOCIATION_REJECTED.value,
         peer=peer.peerText(),
         rq=rejection.rq,
         rj=rj,
@@ -230,7 +227,7 @@ def emitRejected(peer: Named, rejection: Rejection, tlsInfo: Mapping[str, str | 
 def emitDIMSEReceived(peer: Named, message: DIMSEMessage) -> None:
     log.info(
         "Received {commandName} (MsgID {messageID})",
-        dicomEvent=E.DIMSE_RECEIVED.value,
+        dicomEvent=EventName.DIMSE_RECEIVED.value,
         peer=peer.peerText(),
         commandName=commandName(message.commandField),
         commandField=message.commandField,
@@ -242,11 +239,11 @@ def emitDIMSEReceived(peer: Named, message: DIMSEMessage) -> None:
 
 def emitReleased(peer: Named) -> None:
     if isEnabled(LogLevel.info):
-        log.info("Association Released", dicomEvent=E.ASSOCIATION_RELEASED.value, peer=peer.peerText())
+        log.info("Association Released", dicomEvent=EventName.ASSOCIATION_RELEASED.value, peer=peer.peerText())
 
 
 def emitAborted(peer: Named, indication: AbortIndication) -> None:
-    name = E.ASSOCIATION_ABORTED if indication.byPeer else E.ASSOCIATION_ABORTING
+    name = EventName.ASSOCIATION_ABORTED if indication.byPeer else EventName.ASSOCIATION_ABORTING
     log.info(
         "Association Aborted" if indication.byPeer else "Aborting Association",
         dicomEvent=name.value,
@@ -258,14 +255,14 @@ def emitAborted(peer: Named, indication: AbortIndication) -> None:
 
 
 def emitTimeout(peer: Named, what: str) -> None:
-    log.error("{what} timeout reached", what=what, dicomEvent=E.TIMEOUT.value, peer=peer.peerText())
+    log.error("{what} timeout reached", what=what, dicomEvent=EventName.TIMEOUT.value, peer=peer.peerText())
 
 
 def emitResponderFailed(peer: Named, failure: Failure) -> None:
     log.failure(
         "Service responder failed; aborting the association",
         failure,
-        dicomEvent=E.RESPONDER_FAILED.value,
+        dicomEvent=EventName.RESPONDER_FAILED.value,
         peer=peer.peerText(),
     )
 
@@ -277,7 +274,7 @@ def emitSummary(**fields: Any) -> None:
     """
     log.info(
         "Association from {peer}: {outcome} ({reason})",
-        dicomEvent=E.ASSOCIATION_SUMMARY.value,
+        dicomEvent=EventName.ASSOCIATION_SUMMARY.value,
         **fields,
     )
 
@@ -289,7 +286,7 @@ def emitIdentityCheckFailed(peer: Named, failure: Failure) -> None:
     log.failure(
         "User identity check failed; rejecting the association",
         failure,
-        dicomEvent=E.IDENTITY_CHECK_FAILED.value,
+        dicomEvent=EventName.IDENTITY_CHECK_FAILED.value,
         peer=peer.peerText(),
     )
 
@@ -297,7 +294,7 @@ def emitIdentityCheckFailed(peer: Named, failure: Failure) -> None:
 def emitIdentityThrottled(peer: Named, host: str, failures: int, delay: float) -> None:
     log.warn(
         "{failures} failed user identity checks from {host}: answering in {delay} s",
-        dicomEvent=E.IDENTITY_THROTTLED.value,
+        dicomEvent=EventName.IDENTITY_THROTTLED.value,
         peer=peer.peerText(),
         host=host,
         failures=failures,

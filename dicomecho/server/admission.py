@@ -53,6 +53,7 @@ from dicomecho.wire.userinfo import UserIdentityRQ
 
 __all__ = [
     "Admission",
+    "NO_TLS_INFO",
     "AdmissionPolicy",
     "AdmittedConnection",
     "TLSState",
@@ -60,7 +61,8 @@ __all__ = [
     "behindProxy",
 ]
 
-_NO_TLS_INFO: Mapping[str, str | None] = MappingProxyType({})
+#: The TLS fields of a connection without TLS (for log events).
+NO_TLS_INFO: Mapping[str, str | None] = MappingProxyType({})
 
 #: Whether a transport type is a TLS connection, by type: asking zope per
 #: connection cost 5% of an association (benchmarks/instructions.py).
@@ -167,7 +169,7 @@ class Admission:
         self._clock = clock
         self.refused = False
         self.tlsState: TLSState | None = None
-        self.tlsInfo: Mapping[str, str | None] = _NO_TLS_INFO
+        self.tlsInfo: Mapping[str, str | None] = NO_TLS_INFO
         self.user: str | None = None
         self.waitingForProxy = False
         self._identityCall: IDelayedCall | None = None
@@ -227,13 +229,14 @@ class Admission:
         """
         from OpenSSL.SSL import Error
 
-        if not self._connection.firstBytes() and not reason.check(Error):
+        firstBytes = self._connection.firstBytes()
+        if not firstBytes and not reason.check(Error):
             self.tlsState = TLSState.FAILED
             detail = "closed before a TLS handshake"
             emitConnectionClosed(self._connection, detail)
             self._connection.noteOutcome(Outcome.NO_ASSOCIATION, detail)
             return
-        self.tlsFailed(classifyHandshakeFailure(reason, self._connection.firstBytes()))
+        self.tlsFailed(classifyHandshakeFailure(reason, firstBytes))
 
     def handshakeTimedOut(self) -> None:
         """

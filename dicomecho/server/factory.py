@@ -141,8 +141,6 @@ class DICOMServerFactory(ServerFactory):
         if mode is not UserIdentityMode.IGNORE and checker is None:
             raise ValueError(f"user identity mode {mode.value!r} needs an identity checker")
         self.userIdentity = mode
-        self.checksIdentity = mode is not UserIdentityMode.IGNORE
-        self.requiresIdentity = mode is UserIdentityMode.REQUIRED
         self.identityChecker = checker
         self.identityThrottle = FailureThrottle(self.clock)
         self.maxIdentityChecks = maxChecks
@@ -167,6 +165,20 @@ class DICOMServerFactory(ServerFactory):
         the limit is reached, or the server is shutting down.
         """
         return self.draining or self.activeAssociations >= self.maxAssociations
+
+    @property
+    def checksIdentity(self) -> bool:
+        """
+        Whether a User Identity sub-item is checked (PS3.7 D.3.3.7).
+        """
+        return self.userIdentity is not UserIdentityMode.IGNORE
+
+    @property
+    def requiresIdentity(self) -> bool:
+        """
+        Whether a request without a user identity is rejected.
+        """
+        return self.userIdentity is UserIdentityMode.REQUIRED
 
     #: Whether each DIMSE message and the release are logged (info), and
     #: each request whole (debug); partials, so the per-echo check is one

@@ -57,6 +57,7 @@ from dicomecho.observability.levels import isEnabled
 from dicomecho.observability.logs import listeningAddress
 from dicomecho.security.access import peerAddress
 from dicomecho.server.admission import (
+    NO_TLS_INFO,
     Admission,
     AdmissionPolicy,
     TLSState,
@@ -71,7 +72,6 @@ __all__ = ["DICOMAssociationProtocol", "ServerHost"]
 #: Seconds a closing connection may take to flush before it is dropped.
 _CLOSE_GRACE = 1.0
 
-_NO_TLS_INFO: Mapping[str, str | None] = {}
 
 
 class ServerHost(AssociationHost, AdmissionPolicy, TypingProtocol):
@@ -311,7 +311,7 @@ class DICOMAssociationProtocol(Protocol):
 
     def _tlsInfo(self) -> Mapping[str, str | None]:
         admission = self._admission
-        return admission.tlsInfo if admission is not None else _NO_TLS_INFO
+        return admission.tlsInfo if admission is not None else NO_TLS_INFO
 
     # --- shutdown, for the factory -------------------------------------------------
 

@@ -6,6 +6,7 @@ starting a dicomecho server to ping, and their bounds.
 from __future__ import annotations
 
 import sys
+from typing import Iterator
 
 import pytest
 
@@ -46,3 +47,13 @@ def oneLine(text: str) -> str:
     """
     assert text.endswith("\n") and text.count("\n") == 1, repr(text)
     return text[:-1]
+
+
+@pytest.fixture(scope="module")
+def plainServer() -> Iterator[int]:
+    """
+    A plain dicomecho for the module's pings, its port.
+    """
+    server, port = startDicomecho()
+    yield port
+    server.stop()
