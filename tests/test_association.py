@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import pytest
 
 from dicomecho.association.association import Association
 from dicomecho.association.commandset import decodeCommandSet
+from dicomecho.association.timers import Timer
 from dicomecho.association.effects import (
     AssociateRequested,
     AssociationAborted,
@@ -26,10 +26,7 @@ from dicomecho.association.effects import (
     MessageReceived,
     RequestNeverCame,
     ResponderFailed,
-    StartTimer,
-    StopTimer,
     TimedOut,
-    Timer,
 )
 from dicomecho.association.fsm import CloseTransport, SendPDU
 from dicomecho.association.fastpaths import AcceptanceCache
@@ -113,10 +110,11 @@ def feed(association: Association, data: bytes, now: float) -> list[Any]:
     """
     Everything C{data} causes, as one list.
     """
-    association.receiveData(data, now)
+    effects = association.receiveData(data, now)
     out: list[Any] = []
-    while (effects := association.nextEffects(now)) is not None:
+    while effects is not None:
         out.extend(effects)
+        effects = association.nextEffects(now)
     return out
 
 
@@ -130,10 +128,13 @@ def established(host: Host | None = None, now: float = 0.0) -> Association:
 
 def test_connectedStartsARTIM() -> None:
     """
-    Evt5 starts ARTIM with the ACSE timeout (PS3.8 §9.1.5), nothing else.
+    Evt5 starts ARTIM with the ACSE timeout (PS3.8 §9.1.5), nothing else:
+    no effect, a deadline.
     """
     association = Association(Host(), Peer())
-    assert association.connected(5.0) == [StartTimer(Timer.ARTIM, ECHO_TIMEOUT)]
+    assert association.timers.deadline is None
+    assert association.connected(5.0) == []
+    assert association.timers.deadline == 5.0 + ECHO_TIMEOUT
     assert association.state is State.STA2
 
 
@@ -147,11 +148,9 @@ def test_acceptEchoRelease() -> None:
     association = Association(host, Peer())
     association.connected(0.0)
     effects = feed(association, encode(rq()), 1.0)
-    assert kinds(effects) == [
-        StopTimer, AssociateRequested, AssociationAccepted, SendPDU, StartTimer,
-    ]
-    assert effects[0] == StopTimer(Timer.ARTIM)
-    assert effects[4] == StartTimer(Timer.NETWORK, 60.0)
+    assert kinds(effects) == [AssociateRequested, AssociationAccepted, SendPDU]
+    # ARTIM stopped; the network timer runs from the acceptance.
+    assert association.timers.deadline == 1.0 + 60.0
     assert isinstance(sent(effects)[0], AssociateAC)
     assert (association.outcome, association.acceptedAt) == (Outcome.ESTABLISHED, 1.0)
     (response,) = sent(feed(association, encode(echo(7)), 2.0))
@@ -160,8 +159,11 @@ def test_acceptEchoRelease() -> None:
     effects = feed(association, encode(ReleaseRQ()), 3.0)
     assert [type(p) for p in sent(effects)] == [ReleaseRP]
     assert AssociationReleased() in effects and AssociationEnded() in effects
-    assert StopTimer(Timer.NETWORK) in effects
-    assert StartTimer(Timer.ARTIM, ECHO_TIMEOUT) in effects
+    # The network timer stopped; ARTIM runs in Sta13 until the peer closes.
+    assert association.state is State.STA13
+    assert association.timers.deadline == 3.0 + ECHO_TIMEOUT
+    assert association.connectionLost(4.0) == []
+    assert association.timers.deadline is None
     assert (association.outcome, association.messages) == (Outcome.RELEASED, 1)
 
 
@@ -174,7 +176,7 @@ def test_quietHostGetsOnlyWhatItActsOn() -> None:
     association = Association(Host(), Peer())
     association.connected(0.0)
     effects = feed(association, encode(rq()), 1.0)
-    assert kinds(effects) == [StopTimer, AssociationAccepted, SendPDU, StartTimer]
+    assert kinds(effects) == [AssociationAccepted, SendPDU]
     effects = feed(association, encode(echo(1)), 2.0) + feed(association, encode(ReleaseRQ()), 3.0)
     assert AssociationEnded in kinds(effects)
     assert not {AssociateRequested, MessageReceived, AssociationReleased} & set(kinds(effects))
@@ -188,9 +190,9 @@ def test_repeatedEchoIsReplayed() -> None:
     """
     association = established()
     first = feed(association, encode(echo(1)), 1.0)
-    second = association.receiveData(encode(echo(2)), 2.0)
-    assert second is None
-    effects = association.nextEffects(2.0)
+    half = encode(echo(2))
+    assert association.receiveData(half[:10], 2.0) is None
+    effects = association.receiveData(half[10:], 2.0)
     assert kinds(effects) == [SendPDU]  # type: ignore[arg-type]
     assert association.nextEffects(2.0) is None
     assert len(first[0].data) == len(effects[0].data)  # type: ignore[index]
@@ -271,8 +273,10 @@ def test_networkTimerRearmsFromLastByte() -> None:
     """
     association = established(now=0.0)
     feed(association, encode(echo(1)), 40.0)
-    assert association.timerExpired(Timer.NETWORK, 60.0) == [StartTimer(Timer.NETWORK, 40.0)]
-    effects = association.timerExpired(Timer.NETWORK, 100.0)
+    assert association.timers.deadline == 60.0
+    assert association.timerExpired(60.0) == []
+    assert association.timers.deadline == 100.0
+    effects = association.timerExpired(100.0)
     assert effects[0] == TimedOut(Timer.NETWORK)
     assert [type(p) for p in sent(effects)] == [Abort]
     assert kinds(effects)[-1] is CloseTransport
@@ -288,18 +292,40 @@ def test_dimseTimerWhileAMessageIsHalfReceived() -> None:
     association = established()
     pdv = echo(1).pdvs[0]
     first = PDataTF((PresentationDataValue(1, True, False, pdv.data[:10]),))
+    assert association.timers.deadline == 60.0  # the network timer's
     effects = feed(association, encode(first), 1.0)
-    assert effects == [StartTimer(Timer.DIMSE, 20.0)]
+    assert effects == []
+    assert association.timers.deadline == 1.0 + 20.0
     rest = PDataTF((PresentationDataValue(1, True, True, pdv.data[10:]),))
     effects = feed(association, encode(rest), 2.0)
-    assert StopTimer(Timer.DIMSE) in effects and SendPDU in kinds(effects)
+    assert SendPDU in kinds(effects)
+    assert association.timers.deadline == 60.0
+
+
+def test_dimseTimerExpires() -> None:
+    """
+    A message whose fragments stop arriving is aborted when the DIMSE
+    timer expires, before the network timer would.
+    """
+    from dicomecho.wire.pdu import PresentationDataValue
+
+    association = established()
+    pdv = echo(1).pdvs[0]
+    feed(association, encode(PDataTF((PresentationDataValue(1, True, False, pdv.data[:10]),))), 1.0)
+    effects = association.timerExpired(21.0)
+    assert effects[0] == TimedOut(Timer.DIMSE)
+    assert [type(p) for p in sent(effects)] == [Abort]
+    assert kinds(effects)[-1] is CloseTransport
+    assert association.outcome is Outcome.ABORTED
 
 
 def test_artimBeforeRequest() -> None:
     association = Association(Host(), Peer())
     association.connected(0.0)
-    effects = association.timerExpired(Timer.ARTIM, 30.0)
+    assert association.timerExpired(29.0) == []
+    effects = association.timerExpired(30.0)
     assert RequestNeverCame in kinds(effects)
+    assert association.timers.deadline is None
     assert association.outcome is Outcome.NO_ASSOCIATION
 
 
@@ -361,10 +387,16 @@ def test_peerAbort() -> None:
     assert association.nextEffects(1.0) is None
 
 
-def test_unknownTimerIsAnError() -> None:
-    association = established()
-    with pytest.raises(Exception, match="unknown timer"):
-        association.timerExpired("ARTIM", 1.0)  # type: ignore[arg-type]
+def test_timerBeforeItsDeadlineDoesNothing() -> None:
+    """
+    A server that calls back early (or when no timer runs) changes nothing:
+    no effect, the same deadline, the same state.
+    """
+    association = established(now=0.0)
+    assert association.timerExpired(30.0) == []
+    assert association.timers.deadline == 60.0 and association.state is State.STA6
+    association = Association(Host(), Peer())
+    assert association.timerExpired(5.0) == [] and association.timers.deadline is None
 
 
 def test_noIOImported() -> None:
@@ -389,3 +421,19 @@ def test_contextsAreTheAcceptedOnes() -> None:
     """
     assert dict(Association(Host(), Peer()).contexts) == {}
     assert list(established().contexts) == [1]
+
+
+def test_bufferedDataWaitsForNextEffects() -> None:
+    """
+    L{Association.bufferData} handles nothing (for a server that cannot
+    send now): the PDUs wait, in order, for L{Association.nextEffects}, and
+    their bytes count as received for the network timer.
+    """
+    association = established(now=0.0)
+    assert association.bufferData(encode(echo(1)) + encode(echo(2)), 50.0) is None
+    assert association.messages == 0
+    answered = []
+    while (effects := association.nextEffects(50.0)) is not None:
+        answered += [decodeCommandSet(p.pdvs[0].data)[0x00000120] for p in sent(effects)]
+    assert answered == [1, 2]
+    assert association.timerExpired(60.0) == [] and association.timers.deadline == 110.0

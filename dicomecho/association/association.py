@@ -5,13 +5,15 @@ One DICOM association, acceptor side, without I/O (as h11's C{Connection}).
 L{Association} takes bytes and the time, and answers with effects: bytes to
 send, timers to start or stop, a close, an identity to check, a responder
 result to wait for, and events for the operator
-(L{dicomecho.association.effects}). It holds the state machine (PS3.8
+(L{dicomecho.association.effects}). Its timers are deadlines
+(L{dicomecho.association.timers}): the server calls L{timerExpired} when
+C{timers.deadline} passes. It holds the state machine (PS3.8
 Table 9-10), the framer, negotiation, the DIMSE assembler, the ordered
 response queue, release-when-idle and the fast paths. It never touches a
 transport, a clock or a logger: the server performs what it returns.
 
-Inputs: L{connected}, L{receiveData} then L{nextEffects} until it returns
-C{None}, L{timerExpired}, L{answerRequest} (after L{CheckIdentity}),
+Inputs: L{connected}, L{receiveData} (which handles the first complete PDU;
+L{bufferData} does not) then L{nextEffects} until either returns C{None}, L{timerExpired} (at C{timers.deadline}), L{answerRequest} (after L{CheckIdentity}),
 L{responseReady}/L{responseFailed} (after L{AwaitResponse}), L{abort},
 L{connectionLost}.
 """
@@ -41,10 +43,7 @@ from dicomecho.association.effects import (
     MessageReceived,
     RequestNeverCame,
     ResponderFailed,
-    StartTimer,
-    StopTimer,
     TimedOut,
-    Timer,
 )
 from dicomecho.association.establishment import AssociationHost, PeerAddress, decideRequest
 from dicomecho.association.fastpaths import ResponseReplayer
@@ -66,23 +65,25 @@ from dicomecho.association.fsm import (
 from dicomecho.association.negotiation import Acceptance, Rejection
 from dicomecho.association.outcome import Outcome
 from dicomecho.association.responses import ResponseQueue, Slot
+from dicomecho.association.timers import RESOLUTION, Timer, Timers
 from dicomecho.wire.errors import AbortSource, LocalProtocolError, RemoteProtocolError
 from dicomecho.wire.framer import PDUFramer
 from dicomecho.wire.pdu import Abort, AssociateRQ, PDUType, decodePDU
 
 __all__ = ["Association"]
 
-#: A timer with less than this left is due.
-_TIMER_RESOLUTION = 1e-3
-
 _P_DATA_TF = PDUType.P_DATA_TF.value
 _A_ASSOCIATE_RQ = PDUType.A_ASSOCIATE_RQ.value
 _NO_CONTEXTS: Mapping[int, Any] = {}
-_ASSOCIATED = (State.STA6, State.STA8)
+# Enum members read per PDU, as module constants: on Python 3.11 reading one
+# from its class (State.STA6) runs EnumType's attribute hook, as dear as two
+# function calls.
+_STA1, _STA3, _STA6, _STA8 = State.STA1, State.STA3, State.STA6, State.STA8
+_ARTIM, _NETWORK, _DIMSE = Timer.ARTIM, Timer.NETWORK, Timer.DIMSE
+_NO_ASSOCIATION, _ESTABLISHED = Outcome.NO_ASSOCIATION, Outcome.ESTABLISHED
+_RELEASED_OUTCOME = Outcome.RELEASED
+_ASSOCIATED = (_STA6, _STA8)
 _CLOSE = CloseTransport()
-_STOP_ARTIM = StopTimer(Timer.ARTIM)
-_STOP_NETWORK = StopTimer(Timer.NETWORK)
-_STOP_DIMSE = StopTimer(Timer.DIMSE)
 _ENDED = AssociationEnded()
 _RELEASED = AssociationReleased()
 
@@ -105,7 +106,7 @@ class DataTransfer:
     _replayer: ResponseReplayer | None
     _responses: ResponseQueue | None
     _releasing: bool
-    _dimseRunning: bool
+    timers: Timers
     _peerMaxPDULength: int
     contexts: Mapping[int, Any]
     messages: int
@@ -119,7 +120,7 @@ class DataTransfer:
         timer is off and stays off), and no message to report.
         """
         return (
-            self._machine.state is State.STA6
+            self._machine.state is _STA6
             and self._host.replaysResponses
             and not self._responses
             and not self._assembler.inProgress  # type: ignore[union-attr]
@@ -149,13 +150,13 @@ class DataTransfer:
                 self._dispatch(message, requestBody, out, now)
                 if self._machine.state not in _ASSOCIATED:
                     return
-        inProgress = assembler.inProgress
-        if inProgress and not self._dimseRunning:
-            self._dimseRunning = True
-            out.append(StartTimer(Timer.DIMSE, self._host.dimseTimeout))
-        elif not inProgress and self._dimseRunning:
-            self._dimseRunning = False
-            out.append(_STOP_DIMSE)
+        # The DIMSE timer runs from a message's first fragment to its last.
+        timers = self.timers
+        if assembler.inProgress:
+            if not timers.dimseRunning:
+                timers.setDIMSE(now + self._host.dimseTimeout)
+        elif timers.dimseRunning:
+            timers.setDIMSE(None)
 
     def _dispatch(
         self,
@@ -214,12 +215,12 @@ class DataTransfer:
         self._releaseIfIdle(out, now)
 
     def _releaseIfIdle(self, out: list[AssociationEffect], now: float) -> None:
-        if self._releasing and not self._responses and self._machine.state is State.STA8:
+        if self._releasing and not self._responses and self._machine.state is _STA8:
             self._releasing = False
             self._run(self._machine.releaseResponse(), out, now)
             if self._host.reportsProgress():
                 out.append(_RELEASED)
-            self.noteOutcome(Outcome.RELEASED, "A-RELEASE completed")
+            self.noteOutcome(_RELEASED_OUTCOME, "A-RELEASE completed")
             if self._host.draining:
                 # Shutting down: do not wait in Sta13 for the peer to close.
                 out.append(_CLOSE)
@@ -232,18 +233,20 @@ class Association(DataTransfer):
 
     @ivar outcome: how the connection ended, so far, and C{reason} why.
     @ivar messages: DIMSE requests answered.
+    @ivar timers: its timers; C{timers.deadline} is when L{timerExpired}
+        is next due.
     """
 
     __slots__ = (
         "_host", "_peer", "_machine", "_framer", "_lastReceived", "contexts",
         "_peerMaxPDULength", "_assembler", "_replayer", "_responses",
-        "_releasing", "_networkRunning", "_dimseRunning", "outcome", "reason",
-        "messages", "titles", "acceptedAt",
+        "_releasing", "timers", "outcome", "reason", "messages", "titles",
+        "acceptedAt",
     )
 
     def __init__(self, host: AssociationHost, peer: PeerAddress) -> None:
         self._host = host
-        self._peer = peer
+        self._peer: PeerAddress | None = peer
         self._machine = AcceptorStateMachine()
         self._framer = PDUFramer(
             maxAssociateLength=host.maxAssociateLength,
@@ -258,9 +261,8 @@ class Association(DataTransfer):
         self._replayer: ResponseReplayer | None = None
         self._responses: ResponseQueue | None = None
         self._releasing = False
-        self._networkRunning = False
-        self._dimseRunning = False
-        self.outcome = Outcome.NO_ASSOCIATION
+        self.timers = Timers()
+        self.outcome = _NO_ASSOCIATION
         self.reason = "connection closed before an A-ASSOCIATE-RQ"
         self.messages = 0
         self.titles: tuple[str, str] | None = None
@@ -278,7 +280,7 @@ class Association(DataTransfer):
         """
         Whether an association is being negotiated or holds (Sta3, 6, 8).
         """
-        return self._machine.state in (State.STA3, State.STA6, State.STA8)
+        return self._machine.state in (_STA3, _STA6, _STA8)
 
     def noteOutcome(self, outcome: Outcome, reason: str) -> None:
         """
@@ -296,9 +298,19 @@ class Association(DataTransfer):
         """
         return self._run(self._machine.transportConnected(), [], now)
 
-    def receiveData(self, data: bytes, now: float) -> None:
+    def receiveData(self, data: bytes, now: float) -> list[AssociationEffect] | None:
         """
-        Buffer C{data}; L{nextEffects} handles it.
+        Buffer C{data} and handle the first complete PDU as L{nextEffects}
+        does; call that for the next ones.
+        """
+        self._lastReceived = now
+        self._framer.receiveData(data)
+        return self.nextEffects(now)
+
+    def bufferData(self, data: bytes, now: float) -> None:
+        """
+        Buffer C{data} without handling it, for a server that cannot send
+        now; L{nextEffects} handles it later.
         """
         self._lastReceived = now
         self._framer.receiveData(data)
@@ -309,7 +321,7 @@ class Association(DataTransfer):
         needed or nothing more will be handled.
         """
         framer = self._framer
-        if framer.failed or self._machine.state is State.STA1:
+        if framer.failed or self._machine.state is _STA1:
             return None
         try:
             frame = framer.nextFrame()
@@ -332,20 +344,19 @@ class Association(DataTransfer):
             return self._run(self._machine.invalidPDUReceived(error), [InvalidPDU(error)], now)
         return self._run(self._machine.pduReceived(pdu), [], now, body, known)
 
-    def timerExpired(self, timer: Timer, now: float) -> list[AssociationEffect]:
+    def timerExpired(self, now: float) -> list[AssociationEffect]:
         """
-        C{timer} is due.
+        C{timers.deadline} has passed: handle the timer that is due (the
+        DIMSE timer first). Called early, or when none runs, it does nothing.
         """
         out: list[AssociationEffect] = []
-        if timer is Timer.ARTIM:
+        timer = self.timers.expired(now)
+        if timer is _ARTIM:
             self._run(self._machine.artimExpired(), out, now)
-        elif timer is Timer.NETWORK:
+        elif timer is _NETWORK:
             self._networkCheck(out, now)
-        elif timer is Timer.DIMSE:
-            self._dimseRunning = False
-            self._timedOut(Timer.DIMSE, out, now)
-        else:
-            raise LocalProtocolError(f"unknown timer {timer!r}")
+        elif timer is _DIMSE:
+            self._timedOut(_DIMSE, out, now)
         return out
 
     def answerRequest(
@@ -355,7 +366,7 @@ class Association(DataTransfer):
         Answer the A-ASSOCIATE-RQ held in Sta3 (after L{CheckIdentity});
         nothing if the peer aborted or went away meanwhile.
         """
-        if self._machine.state is not State.STA3:
+        if self._machine.state is not _STA3:
             return []
         return self._answer(outcome, [], now)
 
@@ -398,9 +409,13 @@ class Association(DataTransfer):
 
     def connectionLost(self, now: float) -> list[AssociationEffect]:
         """
-        Evt17: the transport closed.
+        Evt17: the transport closed. The peer is forgotten: the server's
+        object for it refers to this association, and the cycle would
+        otherwise be left to the garbage collector (as Twisted's transports
+        drop their protocol).
         """
-        if self._machine.state is State.STA1:
+        self._peer = None
+        if self._machine.state is _STA1:
             return []
         return self._run(self._machine.transportClosed(), [], now)
 
@@ -426,9 +441,9 @@ class Association(DataTransfer):
             elif kind is DataIndication:
                 self._dataIndication(effect, out, now, body)  # type: ignore[arg-type]
             elif kind is StartARTIM:
-                out.append(StartTimer(Timer.ARTIM, self._host.acseTimeout))
+                self.timers.startPhase(_ARTIM, now + self._host.acseTimeout)
             elif kind is StopARTIM:
-                out.append(_STOP_ARTIM)
+                self.timers.stopPhase(_ARTIM)
             elif kind is AssociateIndication:
                 self._associateIndication(effect.rq, out, now, body, known)  # type: ignore[union-attr]
             elif kind is ReleaseIndication:
@@ -453,7 +468,7 @@ class Association(DataTransfer):
         self.titles = (rq.callingAETitle, rq.calledAETitle)
         if self._host.reportsRequests():
             out.append(AssociateRequested(rq))
-        decision = decideRequest(rq, self._host, self._peer, known)
+        decision = decideRequest(rq, self._host, self._peer, known)  # type: ignore[arg-type]
         if decision.invalid is not None:
             error = decision.invalid
             out.append(InvalidPDU(error))
@@ -495,7 +510,7 @@ class Association(DataTransfer):
         self._assembler = MessageAssembler(outcome.contexts.keys())
         self.acceptedAt = now
         out.append(AssociationAccepted(outcome))
-        self.noteOutcome(Outcome.ESTABLISHED, "association not yet ended")
+        self.noteOutcome(_ESTABLISHED, "association not yet ended")
         if acBytes is None:
             host = self._host
             acBytes = outcome.ac.encode()
@@ -507,10 +522,8 @@ class Association(DataTransfer):
         assert isinstance(replayer, ResponseReplayer)
         self._replayer = replayer
         self._run(self._machine.associateResponse(outcome.ac, acBytes), out, now)
-        if not self._networkRunning:
-            self._lastReceived = now
-            self._networkRunning = True
-            out.append(StartTimer(Timer.NETWORK, self._host.networkTimeout))
+        self._lastReceived = now
+        self.timers.startPhase(_NETWORK, now + self._host.networkTimeout)
         return out
 
     # --- aborts and timers ------------------------------------------------------
@@ -547,18 +560,16 @@ class Association(DataTransfer):
     def _networkCheck(self, out: list[AssociationEffect], now: float) -> None:
         # Re-armed from the last byte received rather than reset on every
         # read: one timer event per timeout period, not per PDU.
-        self._networkRunning = False
         if self._machine.state not in _ASSOCIATED:
             return
         remaining = self._host.networkTimeout - (now - self._lastReceived)
         # Compare with a margin: float rounding can leave a remainder so small
         # that adding it to the time changes nothing, and re-arming for it
         # would fire again at once, forever (found by fuzz/fuzz_dicomecho.py).
-        if remaining > _TIMER_RESOLUTION:
-            self._networkRunning = True
-            out.append(StartTimer(Timer.NETWORK, remaining))
+        if remaining > RESOLUTION:
+            self.timers.startPhase(_NETWORK, now + remaining)
         else:
-            self._timedOut(Timer.NETWORK, out, now)
+            self._timedOut(_NETWORK, out, now)
 
     def _timedOut(self, timer: Timer, out: list[AssociationEffect], now: float) -> None:
         out.append(TimedOut(timer))
@@ -573,9 +584,7 @@ class Association(DataTransfer):
         the timers of an established association stop.
         """
         out.append(_ENDED)
-        if self._networkRunning:
-            self._networkRunning = False
-            out.append(_STOP_NETWORK)
-        if self._dimseRunning:
-            self._dimseRunning = False
-            out.append(_STOP_DIMSE)
+        timers = self.timers
+        timers.stopPhase(_NETWORK)
+        if timers.dimseRunning:
+            timers.setDIMSE(None)

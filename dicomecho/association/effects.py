@@ -3,8 +3,8 @@
 What an L{Association} asks its server to do, and what it reports.
 
 An input to the association (bytes, a timer, an answer) returns a list of
-these. The server performs the I{effects} (send bytes, start or stop a
-timer, close, check an identity, wait for a responder) and renders the
+these. The server performs the I{effects} (send bytes, close, check an
+identity, wait for a responder) and renders the
 I{events} for the operator; each type has one handler there, and a type it
 does not know is an error, not a silent no-op.
 
@@ -15,20 +15,17 @@ passed through.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Union
 
 from dicomecho.association.dimse import DIMSEMessage
 from dicomecho.association.fsm import AbortIndication, CloseTransport, SendPDU
 from dicomecho.association.negotiation import Acceptance, Rejection
+from dicomecho.association.timers import Timer
 from dicomecho.wire.errors import RemoteProtocolError
 from dicomecho.wire.userinfo import UserIdentityRQ
 from dicomecho.wire.pdu import AssociateRQ
 
 __all__ = [
-    "Timer",
-    "StartTimer",
-    "StopTimer",
     "CheckIdentity",
     "AwaitResponse",
     "AssociateRequested",
@@ -44,39 +41,6 @@ __all__ = [
     "ResponderFailed",
     "AssociationEffect",
 ]
-
-
-class Timer(Enum):
-    """
-    The association's timers. ARTIM is PS3.8 §9.1.5's; the network timer
-    (no byte received while associated) and the DIMSE timer (a message
-    whose fragments stop arriving) are ours.
-    """
-
-    ARTIM = "ARTIM"
-    NETWORK = "Network"
-    DIMSE = "DIMSE"
-
-    __hash__ = object.__hash__
-
-
-@dataclass(slots=True)
-class StartTimer:
-    """
-    Start C{timer}, due in C{delay} seconds; a running one is moved.
-    """
-
-    timer: Timer
-    delay: float
-
-
-@dataclass(slots=True)
-class StopTimer:
-    """
-    Stop C{timer} if it runs.
-    """
-
-    timer: Timer
 
 
 @dataclass(slots=True)
@@ -212,8 +176,6 @@ class ResponderFailed:
 AssociationEffect = Union[
     SendPDU,
     CloseTransport,
-    StartTimer,
-    StopTimer,
     CheckIdentity,
     AwaitResponse,
     AssociateRequested,

@@ -26,6 +26,7 @@ and AA-8 (service-provider) but leaves the reason to the event. Choices:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable, NamedTuple, Union
 
 from dicomecho.wire.errors import (
@@ -67,8 +68,11 @@ __all__ = [
 ]
 
 
-S = State
-E = Event
+# The members as plain attributes: on Python 3.11 reading one from its
+# Enum class (State.STA6) runs EnumType's attribute hook, as dear as two
+# function calls, and the machine reads two per event.
+S = SimpleNamespace(**State.__members__)
+E = SimpleNamespace(**Event.__members__)
 
 
 # --- effects ----------------------------------------------------------------

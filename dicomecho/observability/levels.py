@@ -10,6 +10,9 @@ event that would be dropped.
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 from twisted.logger import (
     FilteringLogObserver,
     ILogFilterPredicate,
@@ -21,7 +24,7 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
-__all__ = ["NAMESPACE", "LOG_LEVEL_NAMES", "log", "setLogLevel", "logLevel", "isEnabled", "passes"]
+__all__ = ["NAMESPACE", "LOG_LEVEL_NAMES", "log", "setLogLevel", "logLevel", "isEnabled", "enabledCheck", "passes"]
 
 #: The namespace of every dicomecho event.
 NAMESPACE = "dicomecho"
@@ -47,15 +50,16 @@ class _LevelFilter:
     def __init__(self) -> None:
         self.level: LogLevel | None = None
         #: The levels that pass, as a set: a membership test is cheaper than
-        #: ordering L{LogLevel}s, and callers test it per PDU.
-        self.enabled: frozenset[LogLevel] = frozenset()
+        #: ordering L{LogLevel}s, and callers test it per PDU. Changed in
+        #: place, never replaced: L{enabledCheck} holds it.
+        self.enabled: set[LogLevel] = set()
         self.setLevel(LogLevel.info)
 
     def setLevel(self, level: LogLevel | None) -> None:
         self.level = level
-        self.enabled = frozenset(
-            () if level is None else (each for each in LogLevel.iterconstants() if each >= level)
-        )
+        self.enabled.clear()
+        if level is not None:
+            self.enabled.update(each for each in LogLevel.iterconstants() if each >= level)
 
     def passes(self, level: LogLevel, always: object = False) -> bool:
         """
@@ -114,6 +118,15 @@ def isEnabled(level: LogLevel) -> bool:
     building expensive events (the C{-d} blocks).
     """
     return level in _filter.enabled
+
+
+def enabledCheck(level: LogLevel) -> Callable[[], bool]:
+    """
+    A function of no arguments that says whether C{level} is enabled at the
+    time it is called: L{isEnabled} for checks made per PDU, as one C call
+    (no Python frame).
+    """
+    return partial(_filter.enabled.__contains__, level)
 
 
 # --- rendering helpers ---------------------------------------------------------

@@ -7,7 +7,6 @@ cache, the counts and the stats; and drains them at shutdown.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Iterable, Sequence
 
 from twisted.internet.defer import Deferred, succeed
@@ -23,7 +22,7 @@ from dicomecho.association.negotiation import (
     transferSyntaxOrder,
 )
 from dicomecho.observability.events import emitShutdown, emitShutdownAbort
-from dicomecho.observability.levels import isEnabled
+from dicomecho.observability.levels import enabledCheck
 from dicomecho.observability.stats import ServerStats
 from dicomecho.security.access import AccessList
 from dicomecho.security.identity import (
@@ -181,10 +180,9 @@ class DICOMServerFactory(ServerFactory):
         return self.userIdentity is UserIdentityMode.REQUIRED
 
     #: Whether each DIMSE message and the release are logged (info), and
-    #: each request whole (debug); partials, so the per-echo check is one
-    #: C call.
-    reportsProgress = staticmethod(partial(isEnabled, LogLevel.info))
-    reportsRequests = staticmethod(partial(isEnabled, LogLevel.debug))
+    #: each request whole (debug); the per-echo check is one C call.
+    reportsProgress = staticmethod(enabledCheck(LogLevel.info))
+    reportsRequests = staticmethod(enabledCheck(LogLevel.debug))
 
     def messagesAnswered(self) -> int:
         """

@@ -4,10 +4,10 @@ L{DICOMAssociationProtocol}: one association over one transport.
 
 The protocol moves bytes. It hands what it receives to its
 L{Association} (which does no I/O) and performs the effects that returns:
-writes, timers, closes, identity checks
-(L{Admission}), responders that answer later; and it renders the events
-through L{dicomecho.observability.events}. Each effect type has one
-handler in L{_HANDLERS}; an unknown one is an error.
+writes, closes, identity checks (L{Admission}), responders that answer
+later; it keeps one DelayedCall at the association's deadline; and it
+renders the events through L{dicomecho.observability.events}. Each effect
+type has one handler in L{_HANDLERS}; an unknown one is an error.
 """
 
 from __future__ import annotations
@@ -43,10 +43,7 @@ from dicomecho.association.effects import (
     MessageReceived,
     RequestNeverCame,
     ResponderFailed,
-    StartTimer,
-    StopTimer,
     TimedOut,
-    Timer,
 )
 from dicomecho.association.fsm import CloseTransport, SendPDU
 from dicomecho.association.transitions import State
@@ -116,9 +113,10 @@ class DICOMAssociationProtocol(Protocol):
     _admission: Admission | None = None
     _closing: IDelayedCall | None = None
     _paused = False
-    _phaseCall: IDelayedCall | None = None
-    _phase: Timer | None = None
-    _dimseCall: IDelayedCall | None = None
+    #: The one DelayedCall for the association's timers, and the deadline
+    #: it is set for.
+    _timerCall: IDelayedCall | None = None
+    _armedFor: float | None = None
     _counted = False
     #: The peer's address for the log, read from the transport when first
     #: needed (most associations log nothing at the default level).
@@ -218,13 +216,22 @@ class DICOMAssociationProtocol(Protocol):
         ):
             return
         now = self._clock.seconds()
-        self._association.receiveData(data, now)
-        self._handleFrames(now)
+        association = self._association
+        if self._paused:
+            association.bufferData(data, now)
+            return
+        effects = association.receiveData(data, now)
+        # Handle the complete PDUs received, until more bytes are needed, the
+        # association is over, or the transport paused us.
+        while effects is not None:
+            self._perform(effects)
+            if self._paused:
+                return
+            effects = association.nextEffects(now)
 
     def _handleFrames(self, now: float) -> None:
         """
-        Handle the complete PDUs received, until more bytes are needed, the
-        association is over, or the transport paused us.
+        Handle the PDUs left in the buffer when the transport paused us.
         """
         association = self._association
         while not self._paused:
@@ -259,9 +266,9 @@ class DICOMAssociationProtocol(Protocol):
             admission.connectionLostInHandshake(reason)
         now = self._clock.seconds()
         self._perform(self._association.connectionLost(now))
-        for call in (self._phaseCall, self._dimseCall):
-            if call is not None and call.active():
-                call.cancel()
+        call, self._timerCall = self._timerCall, None
+        if call is not None:
+            call.cancel()
         closing, self._closing = self._closing, None
         if closing is not None and closing.active():
             closing.cancel()
@@ -352,11 +359,10 @@ class DICOMAssociationProtocol(Protocol):
         if self._closing is None:
             self._closing = self._clock.callLater(_CLOSE_GRACE, self.forceClose)
 
-    def timerExpired(self, timer: Timer) -> None:
-        """
-        One of the association's timers is due.
-        """
-        self._perform(self._association.timerExpired(timer, self._clock.seconds()))
+    def _timerFired(self) -> None:
+        self._timerCall = None
+        self._armedFor = None
+        self._perform(self._association.timerExpired(self._clock.seconds()))
 
     def _uncount(self) -> None:
         if self._counted:
@@ -374,50 +380,32 @@ class DICOMAssociationProtocol(Protocol):
             if handler is None:
                 raise TypeError(f"no handler for the association's effect {effect!r}")
             handler(self, effect)
+        deadline = self._association.timers.deadline
+        if deadline is not None and deadline != self._armedFor:
+            self._armTimer(deadline)
 
-    def _closeTransport(self, effect: CloseTransport) -> None:
-        self._close()
-
-    def _startTimer(self, effect: StartTimer) -> None:
-        timer, delay = effect.timer, effect.delay
-        if timer is Timer.DIMSE:
-            if self._dimseCall is None:
-                self._dimseCall = self._clock.callLater(delay, self.timerExpired, timer)
-            return
-        self._phase = timer
-        call = self._phaseCall
-        if call is not None and call.active():
-            if call.getTime() <= self._clock.seconds() + delay:
+    def _armTimer(self, deadline: float) -> None:
+        """
+        Have L{_timerFired} called at C{deadline}. The pending call is moved
+        later with C{reset()} rather than re-created: a connection makes one
+        DelayedCall, not one per timer (about 7% of an association's
+        instructions, benchmarks/instructions.py). A call due later than
+        wanted is replaced instead, as the reactor moves a call sooner by a
+        linear search of its queue. When the deadline goes away the call is
+        left pending; if it fires, the association does nothing.
+        """
+        self._armedFor = deadline
+        delay = max(0.0, deadline - self._clock.seconds())
+        call = self._timerCall
+        if call is not None:
+            if call.getTime() <= deadline:
                 call.reset(delay)
                 return
             call.cancel()
-        self._phaseCall = self._clock.callLater(delay, self._phaseFired)
+        self._timerCall = self._clock.callLater(delay, self._timerFired)
 
-    def _stopTimer(self, effect: StopTimer) -> None:
-        timer = effect.timer
-        if timer is Timer.DIMSE:
-            call, self._dimseCall = self._dimseCall, None
-            if call is not None and call.active():
-                call.cancel()
-        elif self._phase is timer:
-            self._phase = None
-
-    def _phaseFired(self) -> None:
-        """
-        ARTIM (Sta2, Sta13) and the network timer (Sta6, Sta8) never run at
-        once: they share one DelayedCall, the phase timer, which records
-        which of them it is. A pending call is moved later with C{reset()}
-        rather than re-created: a connection makes one DelayedCall, not
-        three (about 7% of an association's instructions,
-        benchmarks/instructions.py). A call due later than wanted is
-        replaced instead, as the reactor moves a call sooner by a linear
-        search of its queue. A stopped phase leaves its call pending for the
-        next one to move; if none comes, it fires and does nothing.
-        """
-        self._phaseCall = None
-        phase, self._phase = self._phase, None
-        if phase is not None:
-            self.timerExpired(phase)
+    def _closeTransport(self, effect: CloseTransport) -> None:
+        self._close()
 
     def _checkIdentity(self, effect: CheckIdentity) -> None:
         self._admissionFor().checkIdentity(effect.acceptance, effect.identity)
@@ -447,9 +435,10 @@ class DICOMAssociationProtocol(Protocol):
         server.activeAssociations += 1
         self._counted = True
         server.stats.associationAccepted()
-        admission = self._admission
-        user = admission.user if admission is not None else None
-        events.emitAccepted(self, effect.acceptance, user, self._tlsInfo())
+        if server.reportsProgress():
+            admission = self._admission
+            user = admission.user if admission is not None else None
+            events.emitAccepted(self, effect.acceptance, user, self._tlsInfo())
 
     def _rejected(self, effect: AssociationRejected) -> None:
         rj = effect.rejection.rj
@@ -504,8 +493,6 @@ class DICOMAssociationProtocol(Protocol):
 #: writes itself (the one effect of a replayed echo).
 _HANDLERS: dict[type, Callable[[DICOMAssociationProtocol, Any], None]] = {
     CloseTransport: DICOMAssociationProtocol._closeTransport,
-    StartTimer: DICOMAssociationProtocol._startTimer,
-    StopTimer: DICOMAssociationProtocol._stopTimer,
     CheckIdentity: DICOMAssociationProtocol._checkIdentity,
     AwaitResponse: DICOMAssociationProtocol._awaitResponse,
     AssociateRequested: DICOMAssociationProtocol._associateRequested,

@@ -204,7 +204,8 @@ class PDUFramer:
         offset = self._offset
         size = len(buffer)
         if size - offset < HEADER_LENGTH:
-            self._compact()
+            if offset:
+                self._compact()
             return None
         pduType, length = _HEADER.unpack_from(buffer, offset)
         limit = self._limits.get(pduType)
@@ -216,7 +217,8 @@ class PDUFramer:
                 raise
         end = offset + HEADER_LENGTH + length
         if end > size:
-            self._compact()
+            if offset:
+                self._compact()
             return None
         body = bytes(buffer[offset + HEADER_LENGTH : end])
         if end == size:
@@ -257,9 +259,8 @@ class PDUFramer:
             )
 
     def _compact(self) -> None:
-        if self._offset:
-            del self._buffer[: self._offset]
-            self._offset = 0
+        del self._buffer[: self._offset]
+        self._offset = 0
 
     def _fail(self, error: RemoteProtocolError) -> None:
         self._failure = error
