@@ -107,7 +107,7 @@ class DataTransfer:
     _responses: ResponseQueue | None
     _releasing: bool
     timers: Timers
-    _peerMaxPDULength: int
+    peerMaxPDULength: int
     contexts: Mapping[int, Any]
     messages: int
 
@@ -153,9 +153,9 @@ class DataTransfer:
         # The DIMSE timer runs from a message's first fragment to its last.
         timers = self.timers
         if assembler.inProgress:
-            if not timers.dimseRunning:
+            if timers.dimseDue is None:
                 timers.setDIMSE(now + self._host.dimseTimeout)
-        elif timers.dimseRunning:
+        elif timers.dimseDue is not None:
             timers.setDIMSE(None)
 
     def _dispatch(
@@ -181,7 +181,7 @@ class DataTransfer:
         try:
             result = responder.handle(message, context) if responder else None
             if result is None or isinstance(result, DIMSEResponse):
-                pdus = encodeResponse(result, message, self._peerMaxPDULength)
+                pdus = encodeResponse(result, message, self.peerMaxPDULength)
                 if (
                     requestBody is not None
                     and len(pdus) == 1
@@ -220,7 +220,7 @@ class DataTransfer:
             self._run(self._machine.releaseResponse(), out, now)
             if self._host.reportsProgress():
                 out.append(_RELEASED)
-            self.noteOutcome(_RELEASED_OUTCOME, "A-RELEASE completed")
+            self.outcome, self.reason = _RELEASED_OUTCOME, "A-RELEASE completed"
             if self._host.draining:
                 # Shutting down: do not wait in Sta13 for the peer to close.
                 out.append(_CLOSE)
@@ -233,13 +233,17 @@ class Association(DataTransfer):
 
     @ivar outcome: how the connection ended, so far, and C{reason} why.
     @ivar messages: DIMSE requests answered.
+    @ivar framer: its L{PDUFramer}; C{framer.bufferedLength} is what waits
+        to be handled.
+    @ivar peerMaxPDULength: the longest P-DATA-TF the peer accepts (0: no
+        limit), once accepted.
     @ivar timers: its timers; C{timers.deadline} is when L{timerExpired}
         is next due.
     """
 
     __slots__ = (
-        "_host", "_peer", "_machine", "_framer", "_lastReceived", "contexts",
-        "_peerMaxPDULength", "_assembler", "_replayer", "_responses",
+        "_host", "_peer", "_machine", "framer", "_lastReceived", "contexts",
+        "peerMaxPDULength", "_assembler", "_replayer", "_responses",
         "_releasing", "timers", "outcome", "reason", "messages", "titles",
         "acceptedAt",
     )
@@ -248,7 +252,7 @@ class Association(DataTransfer):
         self._host = host
         self._peer: PeerAddress | None = peer
         self._machine = AcceptorStateMachine()
-        self._framer = PDUFramer(
+        self.framer = PDUFramer(
             maxAssociateLength=host.maxAssociateLength,
             maxPDataLength=host.policy.maxPDULength,
         )
@@ -256,7 +260,7 @@ class Association(DataTransfer):
         # What the association needs of its negotiation; the decoded request
         # itself is not kept (a 1 MiB request decodes to many objects).
         self.contexts: Mapping[int, Any] = _NO_CONTEXTS
-        self._peerMaxPDULength = 0
+        self.peerMaxPDULength = 0
         self._assembler: MessageAssembler | None = None
         self._replayer: ResponseReplayer | None = None
         self._responses: ResponseQueue | None = None
@@ -304,7 +308,7 @@ class Association(DataTransfer):
         does; call that for the next ones.
         """
         self._lastReceived = now
-        self._framer.receiveData(data)
+        self.framer.receiveData(data)
         return self.nextEffects(now)
 
     def bufferData(self, data: bytes, now: float) -> None:
@@ -313,14 +317,14 @@ class Association(DataTransfer):
         now; L{nextEffects} handles it later.
         """
         self._lastReceived = now
-        self._framer.receiveData(data)
+        self.framer.receiveData(data)
 
     def nextEffects(self, now: float) -> list[AssociationEffect] | None:
         """
         Handle the next complete PDU received; C{None} when more bytes are
         needed or nothing more will be handled.
         """
-        framer = self._framer
+        framer = self.framer
         if framer.failed or self._machine.state is _STA1:
             return None
         try:
@@ -377,7 +381,7 @@ class Association(DataTransfer):
         The responder's later answer for the request that reserved C{slot}.
         """
         try:
-            pdus = encodeResponse(response, request, self._peerMaxPDULength)
+            pdus = encodeResponse(response, request, self.peerMaxPDULength)
         except Exception as error:
             return self.responseFailed(slot, error, now)
         out: list[AssociationEffect] = []
@@ -506,11 +510,11 @@ class Association(DataTransfer):
             return out
         # Read only, and shared with associations accepted alike.
         self.contexts = outcome.contexts
-        self._peerMaxPDULength = outcome.peerMaxPDULength
+        self.peerMaxPDULength = outcome.peerMaxPDULength
         self._assembler = MessageAssembler(outcome.contexts.keys())
         self.acceptedAt = now
         out.append(AssociationAccepted(outcome))
-        self.noteOutcome(_ESTABLISHED, "association not yet ended")
+        self.outcome, self.reason = _ESTABLISHED, "association not yet ended"
         if acBytes is None:
             host = self._host
             acBytes = outcome.ac.encode()
@@ -586,5 +590,5 @@ class Association(DataTransfer):
         out.append(_ENDED)
         timers = self.timers
         timers.stopPhase(_NETWORK)
-        if timers.dimseRunning:
+        if timers.dimseDue is not None:
             timers.setDIMSE(None)

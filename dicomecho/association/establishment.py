@@ -119,13 +119,14 @@ def decideRequest(
     """
     access = host.policy.access
     atCapacity = host.atCapacity
+    info = rq.userInformation
     # A known request's acceptance holds for any source only without an
     # access list, and never stands in for an identity check.
     if (
         known is not None
         and not atCapacity
         and (access.empty or access.admits(rq.callingAETitle, peer.peerHost()))
-        and (not host.checksIdentity or identityOf(rq) is None)
+        and (info is None or info.userIdentity is None or not host.checksIdentity)
     ):
         acceptance, acBytes, replayer = known
         return Decision(acceptance, cached=(acBytes, replayer))

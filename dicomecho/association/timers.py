@@ -43,20 +43,17 @@ class Timers:
     The running timers of one association and when each is due.
 
     @ivar phase: L{Timer.ARTIM}, L{Timer.NETWORK} or C{None}.
+    @ivar dimseDue: when the DIMSE timer is due, C{None} when it does not run.
     @ivar deadline: the earliest time a running timer is due, or C{None}.
     """
 
-    __slots__ = ("phase", "_phaseDue", "_dimseDue", "deadline")
+    __slots__ = ("phase", "_phaseDue", "dimseDue", "deadline")
 
     def __init__(self) -> None:
         self.phase: Timer | None = None
         self._phaseDue = 0.0
-        self._dimseDue: float | None = None
+        self.dimseDue: float | None = None
         self.deadline: float | None = None
-
-    @property
-    def dimseRunning(self) -> bool:
-        return self._dimseDue is not None
 
     def startPhase(self, timer: Timer, due: float) -> None:
         """
@@ -64,7 +61,7 @@ class Timers:
         """
         self.phase = timer
         self._phaseDue = due
-        dimseDue = self._dimseDue
+        dimseDue = self.dimseDue
         self.deadline = due if dimseDue is None or due < dimseDue else dimseDue
 
     def stopPhase(self, timer: Timer) -> None:
@@ -73,13 +70,13 @@ class Timers:
         """
         if self.phase is timer:
             self.phase = None
-            self.deadline = self._dimseDue
+            self.deadline = self.dimseDue
 
     def setDIMSE(self, due: float | None) -> None:
         """
         Start the DIMSE timer, due at C{due}, or stop it (C{None}).
         """
-        self._dimseDue = due
+        self.dimseDue = due
         if self.phase is None:
             self.deadline = due
         elif due is None or self._phaseDue < due:
@@ -93,7 +90,7 @@ class Timers:
         if none is.
         """
         soon = now + RESOLUTION
-        dimseDue = self._dimseDue
+        dimseDue = self.dimseDue
         if dimseDue is not None and dimseDue <= soon:
             self.setDIMSE(None)
             return _DIMSE

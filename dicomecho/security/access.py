@@ -17,7 +17,7 @@ are local and always admitted; file permissions guard those.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from ipaddress import (
     IPv4Address,
@@ -78,10 +78,16 @@ class AccessList:
 
     @ivar networks: C{--allow-network}: any calling AE from these.
     @ivar peers: C{--allow-peer AET@CIDR}: this calling AE from this network.
+    @ivar empty: whether no rule is set, so that everyone is admitted (an
+        attribute, not a property: it is read for every connection).
     """
 
     networks: tuple[IPv4Network | IPv6Network, ...] = ()
     peers: tuple[tuple[str, IPv4Network | IPv6Network], ...] = ()
+    empty: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "empty", not self.networks and not self.peers)
 
     @classmethod
     def build(
@@ -97,13 +103,6 @@ class AccessList:
             tuple(_network(n) for n in networks),
             tuple((title, _network(n)) for title, n in peers),
         )
-
-    @property
-    def empty(self) -> bool:
-        """
-        Whether no rule is set, so that everyone is admitted.
-        """
-        return not self.networks and not self.peers
 
     def admitsSource(self, host: str | None) -> bool:
         """

@@ -106,6 +106,8 @@ class DICOMAssociationProtocol(Protocol):
     responses) it is paused, stops reading from the peer and stops handling
     buffered requests, so memory stays bounded; it resumes when the buffer
     drains.
+
+    @ivar association: the I/O-free L{Association} it drives.
     """
 
     # Attributes most connections never change are class defaults, so they
@@ -125,7 +127,7 @@ class DICOMAssociationProtocol(Protocol):
     def __init__(self, server: ServerHost) -> None:
         self._server = server
         self._clock = server.clock
-        self._association = Association(server, self)
+        self.association = Association(server, self)
         self._started = 0.0
 
     # --- what others read ---------------------------------------------------------
@@ -135,14 +137,14 @@ class DICOMAssociationProtocol(Protocol):
         """
         The PS3.8 state of this association.
         """
-        return self._association.state
+        return self.association.state
 
     @property
     def messages(self) -> int:
         """
         DIMSE requests answered on this connection.
         """
-        return self._association.messages
+        return self.association.messages
 
     def peerHostPort(self) -> tuple[str, int | None]:
         if self._peerAddress is None:
@@ -171,13 +173,13 @@ class DICOMAssociationProtocol(Protocol):
         return tlsSessionInfo(self.transport)
 
     def noteOutcome(self, outcome: Outcome, reason: str) -> None:
-        self._association.noteOutcome(outcome, reason)
+        self.association.noteOutcome(outcome, reason)
 
     def awaitingAnswer(self) -> bool:
-        return self._association.state is State.STA3
+        return self.association.state is State.STA3
 
     def answerRequest(self, outcome: Acceptance | Rejection) -> None:
-        self._perform(self._association.answerRequest(outcome, self._clock.seconds()))
+        self._perform(self.association.answerRequest(outcome, self._clock.seconds()))
 
     def _admissionFor(self) -> Admission:
         if self._admission is None:
@@ -203,7 +205,7 @@ class DICOMAssociationProtocol(Protocol):
         if isTLSTransport(transport):
             self._admissionFor().tlsState = TLSState.HANDSHAKE
         transport.registerProducer(self, True)  # type: ignore[union-attr]
-        self._perform(self._association.connected(self._started))
+        self._perform(self.association.connected(self._started))
         if self._server.draining:
             self._close()
 
@@ -216,7 +218,7 @@ class DICOMAssociationProtocol(Protocol):
         ):
             return
         now = self._clock.seconds()
-        association = self._association
+        association = self.association
         if self._paused:
             association.bufferData(data, now)
             return
@@ -225,7 +227,7 @@ class DICOMAssociationProtocol(Protocol):
         # association is over, or the transport paused us.
         while effects is not None:
             self._perform(effects)
-            if self._paused:
+            if self._paused or not association.framer.bufferedLength:
                 return
             effects = association.nextEffects(now)
 
@@ -233,7 +235,7 @@ class DICOMAssociationProtocol(Protocol):
         """
         Handle the PDUs left in the buffer when the transport paused us.
         """
-        association = self._association
+        association = self.association
         while not self._paused:
             effects = association.nextEffects(now)
             if effects is None:
@@ -265,7 +267,7 @@ class DICOMAssociationProtocol(Protocol):
         if admission is not None and admission.tlsState is TLSState.HANDSHAKE:
             admission.connectionLostInHandshake(reason)
         now = self._clock.seconds()
-        self._perform(self._association.connectionLost(now))
+        self._perform(self.association.connectionLost(now))
         call, self._timerCall = self._timerCall, None
         if call is not None:
             call.cancel()
@@ -276,7 +278,7 @@ class DICOMAssociationProtocol(Protocol):
             admission.cancelTimers()
         self._uncount()
         self._server.connectionClosed(self)
-        association = self._association
+        association = self.association
         acceptedAt = association.acceptedAt
         self._server.stats.connectionEnded(
             association.outcome,
@@ -295,7 +297,7 @@ class DICOMAssociationProtocol(Protocol):
         admission = self._admission
         if (admission is not None and admission.refused) or not isEnabled(LogLevel.info):
             return
-        association = self._association
+        association = self.association
         titles = association.titles
         host, port = self.peerHostPort()
         events.emitSummary(
@@ -327,14 +329,14 @@ class DICOMAssociationProtocol(Protocol):
         The server is shutting down: a connection without an association
         (awaiting its request, or already over) is closed now.
         """
-        if not self._association.established:
+        if not self.association.established:
             self._close()
 
     def abortForShutdown(self) -> None:
         """
         The grace period is over: A-ABORT and close.
         """
-        self._perform(self._association.abort("server shutting down", self._clock.seconds()))
+        self._perform(self.association.abort("server shutting down", self._clock.seconds()))
         self._close()
 
     def forceClose(self) -> None:
@@ -362,7 +364,7 @@ class DICOMAssociationProtocol(Protocol):
     def _timerFired(self) -> None:
         self._timerCall = None
         self._armedFor = None
-        self._perform(self._association.timerExpired(self._clock.seconds()))
+        self._perform(self.association.timerExpired(self._clock.seconds()))
 
     def _uncount(self) -> None:
         if self._counted:
@@ -380,7 +382,7 @@ class DICOMAssociationProtocol(Protocol):
             if handler is None:
                 raise TypeError(f"no handler for the association's effect {effect!r}")
             handler(self, effect)
-        deadline = self._association.timers.deadline
+        deadline = self.association.timers.deadline
         if deadline is not None and deadline != self._armedFor:
             self._armTimer(deadline)
 
@@ -395,7 +397,9 @@ class DICOMAssociationProtocol(Protocol):
         left pending; if it fires, the association does nothing.
         """
         self._armedFor = deadline
-        delay = max(0.0, deadline - self._clock.seconds())
+        delay = deadline - self._clock.seconds()
+        if delay < 0.0:
+            delay = 0.0
         call = self._timerCall
         if call is not None:
             if call.getTime() <= deadline:
@@ -412,7 +416,7 @@ class DICOMAssociationProtocol(Protocol):
 
     def _awaitResponse(self, effect: AwaitResponse) -> None:
         pending, slot, request = effect.pending, effect.slot, effect.request
-        association = self._association
+        association = self.association
         if not isinstance(pending, Deferred):
             error = TypeError(f"a responder returned {pending!r}, not a response or a Deferred")
             self._perform(association.responseFailed(slot, error, self._clock.seconds()))
@@ -467,7 +471,7 @@ class DICOMAssociationProtocol(Protocol):
             # Its PROXY header never completed: no TLS handshake began.
             if admission is not None:
                 admission.tlsState = None
-            self._association.noteOutcome(Outcome.NO_ASSOCIATION, detail)
+            self.association.noteOutcome(Outcome.NO_ASSOCIATION, detail)
         elif admission is not None and admission.tlsState is TLSState.HANDSHAKE:
             admission.handshakeTimedOut()
             return

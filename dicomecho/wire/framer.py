@@ -121,7 +121,7 @@ class PDUFramer:
     # One per connection: no instance dictionary.
     __slots__ = (
         "_limits", "_maxAssociateLength", "_maxPDataLength", "_buffer", "_offset", "_failure",
-        "failed",
+        "failed", "bufferedLength",
     )
 
     def __init__(
@@ -141,6 +141,9 @@ class PDUFramer:
         self._setLimits()
         self._buffer = bytearray()
         self._offset = 0
+        #: Bytes received and not yet returned as frames. (An attribute: a
+        #: caller reads it after every PDU to know whether to ask again.)
+        self.bufferedLength = 0
         self._failure: RemoteProtocolError | None = None
         #: Whether a header was refused; the framer then keeps nothing. (An
         #: attribute, not a property: it is read for every PDU.)
@@ -173,13 +176,6 @@ class PDUFramer:
     def _setLimits(self) -> None:
         self._limits = _limits(self._maxAssociateLength, self._maxPDataLength)
 
-    @property
-    def bufferedLength(self) -> int:
-        """
-        Bytes received and not yet returned as frames.
-        """
-        return len(self._buffer) - self._offset
-
     def receiveData(self, data: bytes) -> None:
         """
         Append bytes from the transport. Call L{nextFrame} until it returns
@@ -187,6 +183,7 @@ class PDUFramer:
         """
         if self._failure is None:
             self._buffer += data
+            self.bufferedLength += len(data)
 
     def nextFrame(self) -> Frame | None:
         """
@@ -224,8 +221,10 @@ class PDUFramer:
         if end == size:
             buffer.clear()
             self._offset = 0
+            self.bufferedLength = 0
         else:
             self._offset = end
+            self.bufferedLength = size - end
         return _newFrame(Frame, (_PDU_TYPES[pduType], body))
 
     def _checkHeader(self, pduType: int, length: int, offset: int) -> None:
@@ -267,3 +266,4 @@ class PDUFramer:
         self.failed = True
         self._buffer = bytearray()
         self._offset = 0
+        self.bufferedLength = 0

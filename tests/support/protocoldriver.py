@@ -523,15 +523,13 @@ class ProtocolDriver:
             assert data == b"", f"the server wrote {data[:40]!r} during or after connectionLost"
             return
         peer.transport.clear()
-        acceptance = getattr(peer.protocol, "_acceptance", None)
-        peer.output.feed(data, getattr(acceptance, "peerMaxPDULength", None))
+        peerMax = peer.protocol.association.peerMaxPDULength
+        peer.output.feed(data, peerMax or None)
 
     # --- invariants -----------------------------------------------------------------
 
     def _checkFramer(self, peer: Peer) -> None:
-        framer = getattr(peer.protocol, "_framer", None)
-        if framer is None:
-            return
+        framer = peer.protocol.association.framer
         config = self.factory
         pdataCap = config.policy.maxPDULength or UNLIMITED_PDATA_CEILING
         cap = max(config.maxAssociateLength, pdataCap)
