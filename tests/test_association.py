@@ -6,8 +6,7 @@ reactor. What it returns is all there is to check.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
 from dicomecho.association.association import Association
@@ -29,7 +28,6 @@ from dicomecho.association.effects import (
     TimedOut,
 )
 from dicomecho.association.fsm import CloseTransport, SendPDU
-from dicomecho.association.fastpaths import AcceptanceCache
 from dicomecho.association.transitions import State
 from dicomecho.association.negotiation import AssociationPolicy
 from dicomecho.association.outcome import Outcome
@@ -44,63 +42,11 @@ from dicomecho.wire.pdu import (
     PDataTF,
     ReleaseRP,
     ReleaseRQ,
-    decodePDU,
     encode,
 )
 from dicomecho.wire.userinfo import UserIdentityRQ, UserInformation
 from tests.support.harness import IMPLICIT, VERIFICATION, echo, rq
-from tests.support.helpers import splitStream
-
-ECHO_TIMEOUT = 30.0
-
-
-@dataclass
-class Host:
-    """
-    An association's server, as plain data.
-    """
-
-    policy: AssociationPolicy = field(
-        default_factory=lambda: AssociationPolicy(
-            aeTitle="ECHOSCP",
-            transferSyntaxes=(IMPLICIT,),
-            abstractSyntaxes=(VERIFICATION,),
-        )
-    )
-    acceptances: AcceptanceCache = field(default_factory=AcceptanceCache)
-    responders: Mapping[str, Any] = field(
-        default_factory=lambda: {VERIFICATION: VerificationResponder()}
-    )
-    acseTimeout: float = ECHO_TIMEOUT
-    networkTimeout: float = 60.0
-    dimseTimeout: float = 20.0
-    maxAssociateLength: int = 1 << 20
-    draining: bool = False
-    replaysResponses: bool = True
-    checksIdentity: bool = False
-    requiresIdentity: bool = False
-    atCapacity: bool = False
-    reporting: bool = False
-
-    def reportsProgress(self) -> bool:
-        return self.reporting
-
-    def reportsRequests(self) -> bool:
-        return self.reporting
-
-
-class Peer:
-    def peerHost(self) -> str:
-        return "192.0.2.7"
-
-
-def sent(effects: list[Any]) -> list[Any]:
-    """
-    The PDUs among C{effects}, decoded.
-    """
-    data = b"".join(e.data for e in effects if isinstance(e, SendPDU))
-    return [decodePDU(*frame) for frame in splitStream(data, maxPDataLength=0)]
-
+from tests.support.purehost import ECHO_TIMEOUT, Host, Peer, sent
 
 def kinds(effects: list[Any]) -> list[type]:
     return [type(e) for e in effects]

@@ -3,32 +3,30 @@
 One DICOM association, acceptor side, without I/O (as h11's C{Connection}).
 
 L{Association} takes bytes and the time, and answers with effects: bytes to
-send, timers to start or stop, a close, an identity to check, a responder
-result to wait for, and events for the operator
-(L{dicomecho.association.effects}). Its timers are deadlines
-(L{dicomecho.association.timers}): the server calls L{timerExpired} when
-C{timers.deadline} passes. It holds the state machine (PS3.8
-Table 9-10), the framer, negotiation, the DIMSE assembler, the ordered
-response queue, release-when-idle and the fast paths. It never touches a
+send, a close, an identity to check, a responder result to wait for, and
+events for the operator (L{dicomecho.association.effects}). Its timers are
+deadlines (L{dicomecho.association.timers}): the server calls
+L{timerExpired} when C{timers.deadline} passes. It drives the state
+machine (PS3.8 Table 9-10) from the framer's PDUs: establishment
+(negotiation, the acceptance cache), the replay fast path, release when no
+response is pending, aborts and timeouts. Its P-DATA side (reassembly,
+responders, response order) is a L{DataTransfer}. It never touches a
 transport, a clock or a logger: the server performs what it returns.
 
-Inputs: L{connected}, L{receiveData} (which handles the first complete PDU;
-L{bufferData} does not) then L{nextEffects} until either returns C{None}, L{timerExpired} (at C{timers.deadline}), L{answerRequest} (after L{CheckIdentity}),
-L{responseReady}/L{responseFailed} (after L{AwaitResponse}), L{abort},
-L{connectionLost}.
+Inputs: L{connected}; L{receiveData} (which handles the first complete PDU;
+L{bufferData} does not), then L{nextEffects} until either returns C{None};
+L{timerExpired} (at C{timers.deadline}); L{answerRequest} (after
+L{CheckIdentity}); L{responseReady}/L{responseFailed} (after
+L{AwaitResponse}); L{abort}; L{connectionLost}.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from dicomecho.association.commandset import DIMSEError
-from dicomecho.association.dimse import (
-    DIMSEMessage,
-    DIMSEResponse,
-    MessageAssembler,
-    encodeResponse,
-)
+from dicomecho.association.datatransfer import DataTransfer
+from dicomecho.association.dimse import DIMSEMessage
 from dicomecho.association.effects import (
     AssociateRequested,
     AssociationAborted,
@@ -37,7 +35,6 @@ from dicomecho.association.effects import (
     AssociationEnded,
     AssociationRejected,
     AssociationReleased,
-    AwaitResponse,
     CheckIdentity,
     InvalidPDU,
     MessageReceived,
@@ -63,9 +60,9 @@ from dicomecho.association.fsm import (
     StopARTIM,
 )
 from dicomecho.association.negotiation import Acceptance, Rejection
-from dicomecho.association.outcome import Outcome
-from dicomecho.association.responses import ResponseQueue, Slot
-from dicomecho.association.timers import RESOLUTION, Timer, Timers
+from dicomecho.association.outcome import Outcome, abnormalOutcome
+from dicomecho.association.responses import Slot
+from dicomecho.association.timers import Timer, Timers
 from dicomecho.wire.errors import AbortSource, LocalProtocolError, RemoteProtocolError
 from dicomecho.wire.framer import PDUFramer
 from dicomecho.wire.pdu import Abort, AssociateRQ, PDUType, decodePDU
@@ -88,146 +85,7 @@ _ENDED = AssociationEnded()
 _RELEASED = AssociationReleased()
 
 
-class DataTransfer:
-    """
-    The P-DATA side of an L{Association} (PS3.8 §9.3.5, PS3.7 §9.1.5):
-    reassembled messages go to their context's responder, responses go out
-    in request order, a release waits until none is pending, and an echo
-    that repeats the previous one is answered by replay. Its state and the
-    state machine's driver (C{_run}, C{_localAbort}, C{_endAssociation},
-    C{responseFailed}, C{noteOutcome}) are L{Association}'s.
-    """
-
-    __slots__ = ()
-
-    _host: AssociationHost
-    _machine: AcceptorStateMachine
-    _assembler: MessageAssembler | None
-    _replayer: ResponseReplayer | None
-    _responses: ResponseQueue | None
-    _releasing: bool
-    timers: Timers
-    peerMaxPDULength: int
-    contexts: Mapping[int, Any]
-    messages: int
-
-    def _replayable(self) -> bool:
-        """
-        Whether a P-DATA-TF received now may be answered by replaying a
-        response: only where the full path would do nothing but send that
-        response. That is Sta6 (Evt10 then Evt9 leave it there), no
-        response pending before it, no message half received (its DIMSE
-        timer is off and stays off), and no message to report.
-        """
-        return (
-            self._machine.state is _STA6
-            and self._host.replaysResponses
-            and not self._responses
-            and not self._assembler.inProgress  # type: ignore[union-attr]
-            and not self._host.reportsProgress()
-        )
-
-    def _dataIndication(
-        self,
-        indication: DataIndication,
-        out: list[AssociationEffect],
-        now: float,
-        body: bytes | None,
-    ) -> None:
-        assembler = self._assembler
-        assert assembler is not None
-        pdvs = indication.pdata.pdvs
-        # A response may be recorded for replay only for a P-DATA-TF of a
-        # single PDV, received where it could have been replayed.
-        requestBody = body if len(pdvs) == 1 and self._replayable() else None
-        for pdv in pdvs:
-            try:
-                message = assembler.receive(pdv)
-            except DIMSEError as error:
-                self._localAbort(Abort(error.abortSource, error.abortReason), str(error), out, now)
-                return
-            if message is not None:
-                self._dispatch(message, requestBody, out, now)
-                if self._machine.state not in _ASSOCIATED:
-                    return
-        # The DIMSE timer runs from a message's first fragment to its last.
-        timers = self.timers
-        if assembler.inProgress:
-            if timers.dimseDue is None:
-                timers.setDIMSE(now + self._host.dimseTimeout)
-        elif timers.dimseDue is not None:
-            timers.setDIMSE(None)
-
-    def _dispatch(
-        self,
-        message: DIMSEMessage,
-        requestBody: bytes | None,
-        out: list[AssociationEffect],
-        now: float,
-    ) -> None:
-        """
-        Hand C{message} to its context's responder (by the context it came
-        on, never by the UID inside it) and queue the response.
-
-        @param requestBody: the P-DATA-TF body that carried the whole
-            message, if its response may be recorded for replay.
-        """
-        context = self.contexts[message.contextID]
-        self.messages += 1
-        host = self._host
-        if host.reportsProgress():
-            out.append(MessageReceived(message))
-        responder = host.responders.get(context.abstractSyntax)
-        try:
-            result = responder.handle(message, context) if responder else None
-            if result is None or isinstance(result, DIMSEResponse):
-                pdus = encodeResponse(result, message, self.peerMaxPDULength)
-                if (
-                    requestBody is not None
-                    and len(pdus) == 1
-                    and getattr(responder, "repeatable", False)
-                ):
-                    self._replayer.record(requestBody, pdus[0])  # type: ignore[union-attr]
-                if not self._responses:
-                    if pdus:
-                        self._run(self._machine.dataRequest(pdus), out, now)
-                    return
-                self._responses.add(pdus)
-                self._sendReady(out, now)
-                return
-        except Exception as error:
-            out.extend(self.responseFailed([None], error, now))
-            return
-        if self._responses is None:
-            self._responses = ResponseQueue()
-        out.append(AwaitResponse(self._responses.reserve(), result, message))
-
-    def _sendReady(self, out: list[AssociationEffect], now: float) -> None:
-        """
-        Send the responses now at the head of the queue, in order; then
-        release if the peer asked to and nothing is pending.
-        """
-        responses = self._responses
-        if responses is not None:
-            for ready in responses.ready():
-                if ready and self._machine.state in _ASSOCIATED:
-                    self._run(self._machine.dataRequest(ready), out, now)
-        self._releaseIfIdle(out, now)
-
-    def _releaseIfIdle(self, out: list[AssociationEffect], now: float) -> None:
-        if self._releasing and not self._responses and self._machine.state is _STA8:
-            self._releasing = False
-            self._run(self._machine.releaseResponse(), out, now)
-            if self._host.reportsProgress():
-                out.append(_RELEASED)
-            self.outcome, self.reason = _RELEASED_OUTCOME, "A-RELEASE completed"
-            if self._host.draining:
-                # Shutting down: do not wait in Sta13 for the peer to close.
-                out.append(_CLOSE)
-            self._endAssociation(out)
-
-
-class Association(DataTransfer):
+class Association:
     """
     One association's state; see the module docstring.
 
@@ -235,17 +93,14 @@ class Association(DataTransfer):
     @ivar messages: DIMSE requests answered.
     @ivar framer: its L{PDUFramer}; C{framer.bufferedLength} is what waits
         to be handled.
-    @ivar peerMaxPDULength: the longest P-DATA-TF the peer accepts (0: no
-        limit), once accepted.
+    @ivar transfer: its P-DATA side, once accepted (L{DataTransfer}).
     @ivar timers: its timers; C{timers.deadline} is when L{timerExpired}
         is next due.
     """
 
     __slots__ = (
-        "_host", "_peer", "_machine", "framer", "_lastReceived", "contexts",
-        "peerMaxPDULength", "_assembler", "_replayer", "_responses",
-        "_releasing", "timers", "outcome", "reason", "messages", "titles",
-        "acceptedAt",
+        "_host", "_peer", "_machine", "framer", "transfer", "_releasing", "timers",
+        "outcome", "reason", "messages", "titles", "acceptedAt",
     )
 
     def __init__(self, host: AssociationHost, peer: PeerAddress) -> None:
@@ -256,14 +111,9 @@ class Association(DataTransfer):
             maxAssociateLength=host.maxAssociateLength,
             maxPDataLength=host.policy.maxPDULength,
         )
-        self._lastReceived = 0.0
-        # What the association needs of its negotiation; the decoded request
-        # itself is not kept (a 1 MiB request decodes to many objects).
-        self.contexts: Mapping[int, Any] = _NO_CONTEXTS
-        self.peerMaxPDULength = 0
-        self._assembler: MessageAssembler | None = None
-        self._replayer: ResponseReplayer | None = None
-        self._responses: ResponseQueue | None = None
+        # Of its negotiation the association keeps what P-DATA needs, not the
+        # decoded request (a 1 MiB request decodes to many objects).
+        self.transfer: DataTransfer | None = None
         self._releasing = False
         self.timers = Timers()
         self.outcome = _NO_ASSOCIATION
@@ -274,10 +124,15 @@ class Association(DataTransfer):
 
     @property
     def state(self) -> State:
-        """
-        The PS3.8 state.
-        """
+        """The PS3.8 state."""
         return self._machine.state
+
+    @property
+    def contexts(self) -> Mapping[int, Any]:
+        """
+        The accepted presentation contexts by ID; none before acceptance.
+        """
+        return self.transfer.contexts if self.transfer is not None else _NO_CONTEXTS
 
     @property
     def established(self) -> bool:
@@ -307,7 +162,7 @@ class Association(DataTransfer):
         Buffer C{data} and handle the first complete PDU as L{nextEffects}
         does; call that for the next ones.
         """
-        self._lastReceived = now
+        self.timers.lastReceived = now
         self.framer.receiveData(data)
         return self.nextEffects(now)
 
@@ -316,7 +171,7 @@ class Association(DataTransfer):
         Buffer C{data} without handling it, for a server that cannot send
         now; L{nextEffects} handles it later.
         """
-        self._lastReceived = now
+        self.timers.lastReceived = now
         self.framer.receiveData(data)
 
     def nextEffects(self, now: float) -> list[AssociationEffect] | None:
@@ -332,8 +187,12 @@ class Association(DataTransfer):
             if frame is None:
                 return None
             pduType, body = frame
-            if pduType == _P_DATA_TF and self._replayable():
-                response = self._replayer.respond(body)  # type: ignore[union-attr]
+            if (
+                pduType == _P_DATA_TF
+                and self._machine.state is _STA6
+                and self.transfer.replayable(self._host)  # type: ignore[union-attr]
+            ):
+                response = self.transfer.replayer.respond(body)  # type: ignore[union-attr]
                 if response is not None:
                     self.messages += 1
                     return [SendPDU(response)]
@@ -354,13 +213,15 @@ class Association(DataTransfer):
         DIMSE timer first). Called early, or when none runs, it does nothing.
         """
         out: list[AssociationEffect] = []
-        timer = self.timers.expired(now)
+        timer = self.timers.expired(now, self._host.networkTimeout)
         if timer is _ARTIM:
             self._run(self._machine.artimExpired(), out, now)
-        elif timer is _NETWORK:
-            self._networkCheck(out, now)
-        elif timer is _DIMSE:
-            self._timedOut(_DIMSE, out, now)
+        elif timer is _DIMSE or (timer is _NETWORK and self._machine.state in _ASSOCIATED):
+            out.append(TimedOut(timer))
+            self._localAbort(Abort(), f"{timer.value} timeout", out, now)
+            # Nothing more is expected from a peer that went quiet: close now
+            # rather than wait out ARTIM in Sta13.
+            out.append(_CLOSE)
         return out
 
     def answerRequest(
@@ -381,12 +242,12 @@ class Association(DataTransfer):
         The responder's later answer for the request that reserved C{slot}.
         """
         try:
-            pdus = encodeResponse(response, request, self.peerMaxPDULength)
+            ready = self.transfer.answerLater(slot, response, request)  # type: ignore[union-attr]
         except Exception as error:
             return self.responseFailed(slot, error, now)
         out: list[AssociationEffect] = []
-        slot[0] = pdus
-        self._sendReady(out, now)
+        self._send(ready, out, now)
+        self._releaseIfIdle(out, now)
         return out
 
     def responseFailed(
@@ -459,6 +320,69 @@ class Association(DataTransfer):
                 raise LocalProtocolError(f"unhandled state machine effect {effect!r}")
         return out
 
+    # --- data transfer (PS3.8 §9.3.5) -----------------------------------------------
+
+    def _dataIndication(
+        self, indication: DataIndication, out: list[AssociationEffect], now: float, body: bytes | None
+    ) -> None:
+        transfer = self.transfer
+        assert transfer is not None
+        host = self._host
+        pdvs = indication.pdata.pdvs
+        # A response may be recorded for replay only for a P-DATA-TF of a
+        # single PDV, received where it could have been replayed.
+        replayable = len(pdvs) == 1 and self._machine.state is _STA6 and transfer.replayable(host)
+        requestBody = body if replayable else None
+        assembler = transfer.assembler
+        for pdv in pdvs:
+            try:
+                message = assembler.receive(pdv)
+            except DIMSEError as error:
+                self._localAbort(Abort(error.abortSource, error.abortReason), str(error), out, now)
+                return
+            if message is None:
+                continue
+            self.messages += 1
+            if host.reportsProgress():
+                out.append(MessageReceived(message))
+            try:
+                ready = transfer.answer(message, requestBody, host.responders, out)
+            except Exception as error:
+                out.extend(self.responseFailed([None], error, now))
+                return
+            self._send(ready, out, now)
+            self._releaseIfIdle(out, now)
+            if self._machine.state not in _ASSOCIATED:
+                return
+        self.timers.trackMessage(assembler.inProgress, now + host.dimseTimeout)
+
+    def _send(self, ready: Iterable[list[bytes]], out: list[AssociationEffect], now: float) -> None:
+        """
+        Send the responses C{ready}, in order (Evt9), while associated.
+        """
+        for pdus in ready:
+            if pdus and self._machine.state in _ASSOCIATED:
+                self._run(self._machine.dataRequest(pdus), out, now)
+
+    def _releaseIfIdle(self, out: list[AssociationEffect], now: float) -> None:
+        """
+        Answer the peer's A-RELEASE-RQ (Evt14) once no response is pending.
+        """
+        if (
+            self._releasing
+            and not self.transfer.responses  # type: ignore[union-attr]
+            and self._machine.state is _STA8
+        ):
+            self._releasing = False
+            self._run(self._machine.releaseResponse(), out, now)
+            if self._host.reportsProgress():
+                out.append(_RELEASED)
+            self.outcome, self.reason = _RELEASED_OUTCOME, "A-RELEASE completed"
+            if self._host.draining:
+                # Shutting down: do not wait in Sta13 for the peer to close.
+                out.append(_CLOSE)
+            self._endAssociation(out)
+
     # --- establishment ----------------------------------------------------------
 
     def _associateIndication(
@@ -508,10 +432,6 @@ class Association(DataTransfer):
             # (Sta13 still runs ARTIM until the close completes).
             out.append(_CLOSE)
             return out
-        # Read only, and shared with associations accepted alike.
-        self.contexts = outcome.contexts
-        self.peerMaxPDULength = outcome.peerMaxPDULength
-        self._assembler = MessageAssembler(outcome.contexts.keys())
         self.acceptedAt = now
         out.append(AssociationAccepted(outcome))
         self.outcome, self.reason = _ESTABLISHED, "association not yet ended"
@@ -524,9 +444,10 @@ class Association(DataTransfer):
         # Associations accepted alike answer alike: they share what the
         # replayer learns, so an SCU's first echo can be replayed too.
         assert isinstance(replayer, ResponseReplayer)
-        self._replayer = replayer
+        # The contexts are read only, and shared with associations accepted alike.
+        self.transfer = DataTransfer(outcome.contexts, outcome.peerMaxPDULength, replayer)
         self._run(self._machine.associateResponse(outcome.ac, acBytes), out, now)
-        self._lastReceived = now
+        self.timers.lastReceived = now
         self.timers.startPhase(_NETWORK, now + self._host.networkTimeout)
         return out
 
@@ -540,47 +461,20 @@ class Association(DataTransfer):
         was established; in Sta1, Sta2 and Sta13 there is none to abort.
         """
         if (self._machine.state, Event.EVT15) in TRANSITIONS:
-            if self._responses is not None:
-                self._responses.clear()
+            if self.transfer is not None:
+                self.transfer.clear()
             self._run(self._machine.abortRequest(abort, why), out, now)
         return out
 
     def _abortIndication(self, indication: AbortIndication, out: list[AssociationEffect]) -> None:
         self._endAssociation(out)
-        if indication.reason is None and not indication.byPeer:
+        outcome = abnormalOutcome(indication.byPeer, indication.reason)
+        self.outcome, self.reason = outcome, indication.detail
+        if outcome is _NO_ASSOCIATION:
             # ARTIM expired before any A-ASSOCIATE-RQ: closed, no PDU sent.
-            self.noteOutcome(Outcome.NO_ASSOCIATION, indication.detail)
             out.append(RequestNeverCame(indication.detail))
-            return
-        if not indication.byPeer:
-            outcome = Outcome.ABORTED
-        elif indication.reason is not None:
-            outcome = Outcome.ABORTED_BY_PEER
         else:
-            outcome = Outcome.CONNECTION_LOST
-        self.noteOutcome(outcome, indication.detail)
-        out.append(AssociationAborted(indication))
-
-    def _networkCheck(self, out: list[AssociationEffect], now: float) -> None:
-        # Re-armed from the last byte received rather than reset on every
-        # read: one timer event per timeout period, not per PDU.
-        if self._machine.state not in _ASSOCIATED:
-            return
-        remaining = self._host.networkTimeout - (now - self._lastReceived)
-        # Compare with a margin: float rounding can leave a remainder so small
-        # that adding it to the time changes nothing, and re-arming for it
-        # would fire again at once, forever (found by fuzz/fuzz_dicomecho.py).
-        if remaining > RESOLUTION:
-            self.timers.startPhase(_NETWORK, now + remaining)
-        else:
-            self._timedOut(_NETWORK, out, now)
-
-    def _timedOut(self, timer: Timer, out: list[AssociationEffect], now: float) -> None:
-        out.append(TimedOut(timer))
-        self._localAbort(Abort(), f"{timer.value} timeout", out, now)
-        # Nothing more is expected from a peer that went quiet: close now
-        # rather than wait out ARTIM in Sta13.
-        out.append(_CLOSE)
+            out.append(AssociationAborted(indication))
 
     def _endAssociation(self, out: list[AssociationEffect]) -> None:
         """
@@ -588,7 +482,4 @@ class Association(DataTransfer):
         the timers of an established association stop.
         """
         out.append(_ENDED)
-        timers = self.timers
-        timers.stopPhase(_NETWORK)
-        if timers.dimseDue is not None:
-            timers.setDIMSE(None)
+        self.timers.stopAssociationTimers()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["Outcome"]
+__all__ = ["Outcome", "abnormalOutcome"]
 
 
 class Outcome(Enum):
@@ -34,3 +34,15 @@ class Outcome(Enum):
     CONNECTION_LOST = "connection-lost"
 
     __hash__ = object.__hash__
+
+
+def abnormalOutcome(byPeer: bool, abortReason: int | None) -> Outcome:
+    """
+    How a connection that ended without A-RELEASE ended: C{byPeer} when the
+    peer aborted or closed; C{abortReason} is C{None} when no A-ABORT was
+    sent (a closed transport, PS3.8 §7.4; or, ours, ARTIM before any
+    request, which sends none).
+    """
+    if not byPeer:
+        return Outcome.ABORTED if abortReason is not None else Outcome.NO_ASSOCIATION
+    return Outcome.ABORTED_BY_PEER if abortReason is not None else Outcome.CONNECTION_LOST

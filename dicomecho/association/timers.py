@@ -35,7 +35,7 @@ class Timer(Enum):
 
 # Read as a module constant: on Python 3.11 reading a member from its Enum
 # class runs EnumType's attribute hook.
-_DIMSE = Timer.DIMSE
+_DIMSE, _NETWORK = Timer.DIMSE, Timer.NETWORK
 
 
 class Timers:
@@ -44,15 +44,18 @@ class Timers:
 
     @ivar phase: L{Timer.ARTIM}, L{Timer.NETWORK} or C{None}.
     @ivar dimseDue: when the DIMSE timer is due, C{None} when it does not run.
+    @ivar lastReceived: when the peer last sent bytes (the network timer
+        runs from it).
     @ivar deadline: the earliest time a running timer is due, or C{None}.
     """
 
-    __slots__ = ("phase", "_phaseDue", "dimseDue", "deadline")
+    __slots__ = ("phase", "_phaseDue", "dimseDue", "lastReceived", "deadline")
 
     def __init__(self) -> None:
         self.phase: Timer | None = None
         self._phaseDue = 0.0
         self.dimseDue: float | None = None
+        self.lastReceived = 0.0
         self.deadline: float | None = None
 
     def startPhase(self, timer: Timer, due: float) -> None:
@@ -84,10 +87,34 @@ class Timers:
         else:
             self.deadline = due
 
-    def expired(self, now: float) -> Timer | None:
+    def trackMessage(self, inProgress: bool, due: float) -> None:
+        """
+        The DIMSE timer runs from a message's first fragment to its last:
+        it starts, due at C{due}, when one is half received (C{inProgress})
+        and stops when none is.
+        """
+        if inProgress:
+            if self.dimseDue is None:
+                self.setDIMSE(due)
+        elif self.dimseDue is not None:
+            self.setDIMSE(None)
+
+    def stopAssociationTimers(self) -> None:
+        """
+        The association ended: the network and DIMSE timers stop (ARTIM
+        may run on, in Sta13).
+        """
+        self.dimseDue = None
+        if self.phase is _NETWORK:
+            self.phase = None
+        self.deadline = self._phaseDue if self.phase is not None else None
+
+    def expired(self, now: float, networkTimeout: float) -> Timer | None:
         """
         The timer due at C{now}, stopped (the DIMSE timer first); C{None}
-        if none is.
+        if none is. The network timer is due C{networkTimeout} after the
+        last byte received: it is moved there rather than on every read
+        (one timer event per period, not per PDU).
         """
         soon = now + RESOLUTION
         dimseDue = self.dimseDue
@@ -95,7 +122,16 @@ class Timers:
             self.setDIMSE(None)
             return _DIMSE
         phase = self.phase
-        if phase is not None and self._phaseDue <= soon:
-            self.stopPhase(phase)
-            return phase
-        return None
+        if phase is None or self._phaseDue > soon:
+            return None
+        if phase is _NETWORK:
+            remaining = networkTimeout - (now - self.lastReceived)
+            # Compare with a margin: float rounding can leave a remainder so
+            # small that adding it to the time changes nothing, and moving
+            # the timer by it would fire again at once, forever (found by
+            # fuzz/fuzz_dicomecho.py).
+            if remaining > RESOLUTION:
+                self.startPhase(_NETWORK, now + remaining)
+                return None
+        self.stopPhase(phase)
+        return phase

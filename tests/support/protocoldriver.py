@@ -523,8 +523,9 @@ class ProtocolDriver:
             assert data == b"", f"the server wrote {data[:40]!r} during or after connectionLost"
             return
         peer.transport.clear()
-        peerMax = peer.protocol.association.peerMaxPDULength
-        peer.output.feed(data, peerMax or None)
+        transfer = peer.protocol.association.transfer
+        peerMax = (transfer.peerMaxPDULength or None) if transfer is not None else None
+        peer.output.feed(data, peerMax)
 
     # --- invariants -----------------------------------------------------------------
 
