@@ -1,6 +1,6 @@
 """
 Hostile peers against a running server, lengths that lie: bare headers
-declaring gigabytes (class 1), an A-ASSOCIATE-RQ above the 1 MiB cap and
+declaring gigabytes (class 1), an A-ASSOCIATE-RQ above the length cap and
 large legitimate ones (class 2), a P-DATA-TF above our maximum or with
 maximum 0 (class 3), fixed-size PDUs of another length (class 4) and PDV
 lengths that do not add up (class 17). A raw-socket client sends them to a
@@ -22,6 +22,7 @@ from typing import Iterator
 
 import pytest
 
+from dicomecho.wire.framer import DEFAULT_MAX_ASSOCIATE_LENGTH
 from dicomecho.wire.pdu import AssociateRQ, decodePDU
 from tests.support.helpers import fixtureBytes
 from tests.support.hostile import (
@@ -110,18 +111,20 @@ def test_class01_memoryBounded(server):
 
 def test_class02_associateAboveCap(server):
     """
-    Class 2: an A-ASSOCIATE-RQ declaring 1 MiB + 1 (our cap is 1 MiB)
-    is refused from its header with A-ABORT (2, 6), whatever follows; the
-    1 MiB of body sent is not kept.
+    Class 2: an A-ASSOCIATE-RQ declaring one byte more than our cap is
+    refused from its header with A-ABORT (2, 6), whatever follows; the
+    body sent is not kept.
     """
     before = warm(server)
-    declared = MiB + 1
+    declared = DEFAULT_MAX_ASSOCIATE_LENGTH + 1
     with Client(server.port()) as client:
         client.send(pdu(0x01, b"", declared=declared))
         client.send(junk(declared))
         assert client.recvExactly(10) == abortBytes(2, 6)
         client.finish()
-    abortedFor(server, client.peer, 2, 6, "above the cap of 1048576", invalid=True)
+    abortedFor(
+        server, client.peer, 2, 6, f"above the cap of {DEFAULT_MAX_ASSOCIATE_LENGTH}", invalid=True
+    )
     assert server.rssKiB() - before < RSS_SLACK_KIB
     served(server)
 

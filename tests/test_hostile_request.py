@@ -21,6 +21,7 @@ import struct
 
 import pytest
 
+from dicomecho.wire.itemcodec import MAX_ITEMS
 from dicomecho.wire.items import PresentationContextRQ
 from dicomecho.wire.userinfo import UserIdentityRQ, UserInformation
 from dicomecho.wire.pdu import AssociateRQ
@@ -260,13 +261,13 @@ def test_class13_maximumLengthTooSmall(server, maximum):
 
 def test_class13_unknownItemsMemory(server):
     """
-    Classes 2 and 13 (d): a request within the 1 MiB cap made of
-    262,000 empty unknown items is accepted, but holding its association
-    must not cost more than a few MiB each (the skipped items are not all
-    kept as objects).
+    Classes 2 and 13 (d): a request made of as many empty unknown items as
+    the item budget admits is accepted, but holding its association must
+    not cost more than a few MiB each (the skipped items are not all kept
+    as objects).
     """
     before = warm(server)
-    count = (MiB - 200) // 4
+    count = MAX_ITEMS - 10
     rq = rawRQ(item(0x60, b"") * count + item(0x20, b"\x01\0\0\0" + item(0x30, VERIFICATION.encode()) + item(0x40, IMPLICIT.encode())))
     clients = []
     try:
@@ -285,6 +286,17 @@ def test_class13_unknownItemsMemory(server):
     served(server)
 
 
+def test_class13_unknownItemsBeyondTheBudget(server):
+    """
+    Classes 2 and 13 (d): a request within the length cap with more items
+    than the budget (PS3.8 says to skip unknown items, but each costs the
+    decoder time) is A-ABORT (2, 6), and the log says which limit.
+    """
+    count = MAX_ITEMS + 1
+    rq = rawRQ(item(0x60, b"") * count + item(0x20, b"\x01\0\0\0" + item(0x30, VERIFICATION.encode()) + item(0x40, IMPLICIT.encode())))
+    abortCase(server, [rq], 2, 6, f"more than {MAX_ITEMS} items and sub-items", invalid=True)
+
+
 # --- class 14: presentation contexts -------------------------------------------
 
 
@@ -297,15 +309,15 @@ def test_class13_unknownItemsMemory(server):
         (
             "129-contexts",
             [(2 * i + 1, VERIFICATION, [IMPLICIT]) for i in range(128)] + [(1, VERIFICATION, [IMPLICIT])],
-            "more than once",
+            "more than 128 presentation context items",
         ),
     ],
 )
 def test_class14_invalidContextIDs(server, name, contexts, why):
     """
     Class 14: duplicate, even or zero presentation context IDs, and
-    more than 128 contexts (which must repeat an ID), are A-ABORT (2, 6);
-    the log gives the reason.
+    more than 128 contexts (which must repeat an ID: the decoder stops at
+    the 129th item), are A-ABORT (2, 6); the log gives the reason.
     """
     abortCase(server, [makeRQ(contexts)], 2, 6, why, invalid=True)
 

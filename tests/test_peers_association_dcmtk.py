@@ -31,6 +31,7 @@ from tests.support.associations import (  # noqa: F401 (fixtures)
     preferLittleServer,
 )
 from tests.support.peers import runEchoscu
+from tests.support.processes import runningServer
 
 
 def dcmtkBlock(output: str, name: str) -> str:
@@ -286,3 +287,38 @@ def test_echoscuDisallowedCallingAETitle(echoscu, callingAEServer):
     assert status == 0, output
     assert "Received Echo Response (Success)" in output, output
     assert names(callingAEServer.onlyAssociationSince(mark)) == ECHOED
+
+
+@pytest.mark.peer
+def test_echoscuLargestRequestUnderDefaultCap(echoscu, defaultServer):
+    """
+    DCMTK's largest request (C{-ppc 128 -pts 38}: 128 contexts x 38
+    transfer syntaxes, 129,697 bytes) is within the default caps: all 128
+    contexts accepted and the echo succeeds.
+    """
+    status, output = runEchoscu(echoscu, defaultServer.port(), "-ppc", "128", "-pts", "38")
+    assert status == 0, output
+    assert "Received Echo Response (Success)" in output, output
+
+
+@pytest.mark.peer
+def test_echoscuLargestRequestAboveALowerCap(echoscu):
+    """
+    With C{maxAssociateLength} (C{--max-associate-length}) below it, the
+    same request is aborted from its header (2, 6) and the log says which
+    cap; a default request still gets through.
+    """
+    with runningServer(maxAssociateLength=65536) as server:
+        mark = server.mark()
+        status, output = runEchoscu(echoscu, server.port(), "-ppc", "128", "-pts", "38")
+        assert status != 0, output
+        server.waitForEvents(
+            lambda events: any(
+                e.name == "association-summary"
+                and "above the cap of 65536" in str(e.fields.get("reason"))
+                for e in events[mark:]
+            ),
+            "the summary of the request above the cap",
+        )
+        status, output = runEchoscu(echoscu, server.port())
+        assert status == 0, output

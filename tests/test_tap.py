@@ -49,6 +49,7 @@ def test_defaults() -> None:
     assert (o["acse-timeout"], o["dimse-timeout"], o["network-timeout"]) == (30.0, 30.0, 30.0)
     assert o["max-pdu"] == 16382
     assert o["max-associations"] == 500
+    assert o["max-associate-length"] == 262144
     assert o["transferSyntaxes"] is TransferSyntaxPreference.DEFAULT
     assert o["logLevelValue"] == LogLevel.error
     assert o["endpoints"] == ["tcp:11112:interface=0.0.0.0:backlog=128"]
@@ -140,6 +141,9 @@ def test_verbosity(args: list[str], level: LogLevel | None) -> None:
         (["-pdu", "big"], "invalid literal"),
         (["-ll", "loud"], "is not one of"),
         (["--max-associations", "0"], ">= 1"),
+        (["--max-associate-length", "1023"], "not a size from 1024 to 16777216"),
+        (["--max-associate-length", str(16 * 1024 * 1024 + 1)], "not a size from 1024"),
+        (["--max-associate-length", "big"], "invalid literal"),
         (["70000"], "0-65535"),
         (["--port", "bogus:1"], "Unknown endpoint type"),
         (["--port", "tcp:notaport"], "invalid endpoint"),
@@ -197,7 +201,7 @@ def test_makeService() -> None:
     options = parse(
         "-aet", "PACS", "-ta", "3", "-td", "4", "-tn", "5", "-pdu", "0", "-xi", "-d",
         "--require-called-aet", "--allow-calling-aet", "MOD1", "--max-associations", "7",
-        "--listen", "tcp:0", "--listen", "tcp:1",
+        "--max-associate-length", "131072", "--listen", "tcp:0", "--listen", "tcp:1",
     )
     top = makeService(options, reactor)
     services = list(top)
@@ -213,6 +217,7 @@ def test_makeService() -> None:
     assert policy.transferSyntaxes == transferSyntaxOrder(TransferSyntaxPreference.IMPLICIT_ONLY)
     assert (factory.acseTimeout, factory.dimseTimeout, factory.networkTimeout) == (3, 4, 5)
     assert factory.maxAssociations == 7
+    assert factory.maxAssociateLength == 131072
     assert factory.clock is reactor
     assert logLevel() == LogLevel.debug
     top.privilegedStartService()

@@ -132,6 +132,9 @@ HELP: tuple[tuple[str, tuple[HelpEntry, ...]], ...] = (
         HelpEntry("backlog", "N", "listen queue length for a port number"),
         HelpEntry("max-associations", "N", "reject (2, 3, 2) beyond this many "
                   "associations at once"),
+        HelpEntry("max-associate-length", "[n]umber of bytes", "abort an "
+                  "A-ASSOCIATE-RQ longer than n bytes (DCMTK's largest, 128 contexts "
+                  "x 38 transfer syntaxes, is 129691)"),
         HelpEntry("shutdown-grace", "[s]econds", "time associations may take to "
                   "finish on SIGTERM or SIGINT before they are aborted", "s"),
     )),

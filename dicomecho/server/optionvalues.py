@@ -12,10 +12,12 @@ from twisted.logger import LogLevel
 from dicomecho.association.negotiation import MINIMUM_PEER_MAX_PDU_LENGTH
 from dicomecho.observability.levels import LOG_LEVEL_NAMES
 from dicomecho.security.identity import UserIdentityMode
+from dicomecho.wire.framer import MAX_ASSOCIATE_LENGTH_CEILING
 
 __all__ = [
     "seconds",
     "maxPDULength",
+    "associateLength",
     "positiveNumber",
     "logLevelNamed",
     "userIdentityMode",
@@ -44,6 +46,17 @@ def maxPDULength(value: str) -> int:
             f"{value} is not 0 (unlimited) or a size from "
             f"{MINIMUM_PEER_MAX_PDU_LENGTH} to {0xFFFFFFFF}"
         )
+    return size
+
+
+def associateLength(value: str) -> int:
+    """
+    C{--max-associate-length}: the longest A-ASSOCIATE-RQ accepted, in bytes
+    after the PDU header.
+    """
+    size = int(value)
+    if not 1024 <= size <= MAX_ASSOCIATE_LENGTH_CEILING:
+        raise ValueError(f"{value} is not a size from 1024 to {MAX_ASSOCIATE_LENGTH_CEILING}")
     return size
 
 

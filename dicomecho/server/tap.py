@@ -45,6 +45,7 @@ from dicomecho.server.optionvalues import (
     clientCertificateMode,
     logLevelNamed,
     maxPDULength,
+    associateLength,
     positiveNumber,
     seconds,
     userIdentityMode,
@@ -55,6 +56,7 @@ from dicomecho.server.services import (
     MetricsListeningService,
     ThreadPoolService,
 )
+from dicomecho.wire.framer import DEFAULT_MAX_ASSOCIATE_LENGTH
 from dicomecho.wire.pdu import validateAETitle
 
 if TYPE_CHECKING:
@@ -118,6 +120,8 @@ class Options(usage.Options):
         ["max-pdu", None, DEFAULT_MAX_PDU_LENGTH, HELP_TEXT["max-pdu"], maxPDULength],
         ["bind-address", None, "", HELP_TEXT["bind-address"]],
         ["max-associations", None, DEFAULT_MAX_ASSOCIATIONS, HELP_TEXT["max-associations"], positiveNumber],
+        ["max-associate-length", None, DEFAULT_MAX_ASSOCIATE_LENGTH,
+         HELP_TEXT["max-associate-length"], associateLength],
         ["backlog", None, DEFAULT_BACKLOG, HELP_TEXT["backlog"], positiveNumber],
         ["shutdown-grace", None, DEFAULT_SHUTDOWN_GRACE, HELP_TEXT["shutdown-grace"], seconds],
         ["user-identity", None, UserIdentityMode.IGNORE, HELP_TEXT["user-identity"], userIdentityMode],
@@ -376,6 +380,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         dimseTimeout=options["dimse-timeout"],
         networkTimeout=options["network-timeout"],
         maxAssociations=options["max-associations"],
+        maxAssociateLength=options["max-associate-length"],
         access=options["access"],
         userIdentity=options["user-identity"],
         identityChecker=checker,

@@ -41,9 +41,14 @@ __all__ = [
 HEADER_LENGTH = 6
 _HEADER = struct.Struct(">BxI")
 
-#: Default cap on an A-ASSOCIATE-RQ/AC. DCMTK sends ~55 KiB for 128
-#: contexts × 16 transfer syntaxes; 1 MiB leaves room and bounds memory.
-DEFAULT_MAX_ASSOCIATE_LENGTH = 1024 * 1024
+#: Default cap on an A-ASSOCIATE-RQ/AC. DCMTK's largest request (echoscu
+#: -ppc 128 -pts 38: 128 contexts x 38 transfer syntaxes) is 129,691 bytes
+#: after the header; this admits twice that. What decoding may cost is
+#: bounded by the item budget (L{dicomecho.wire.itemcodec.MAX_ITEMS}).
+DEFAULT_MAX_ASSOCIATE_LENGTH = 256 * 1024
+
+#: The largest cap C{--max-associate-length} accepts.
+MAX_ASSOCIATE_LENGTH_CEILING = 16 * 1024 * 1024
 
 #: echoscp's default maximum PDU length (its C{--max-pdu} default).
 DEFAULT_MAX_PDATA_LENGTH = 16382

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Iterator, TypeVar
+from typing import Iterator, Sized, TypeVar
 
 from dicomecho.wire.errors import AbortReason, LocalProtocolError, PDUDecodeError
 
@@ -28,6 +28,10 @@ __all__ = [
     "ItemType",
     "UnknownItem",
     "MAX_KEPT_UNKNOWN_ITEMS",
+    "MAX_ITEMS",
+    "MAX_PRESENTATION_CONTEXTS",
+    "ItemBudget",
+    "checkRoom",
     "iterItems",
     "encodeItem",
     "decodeText",
@@ -49,6 +53,43 @@ _UNEXPECTED = AbortReason.UNEXPECTED_PDU_PARAMETER
 #: Unknown items kept per container for the log; beyond this they are
 #: only counted, so a request made of 260,000 empty items costs no memory.
 MAX_KEPT_UNKNOWN_ITEMS = 8
+
+
+#: Items and sub-items one A-ASSOCIATE-RQ/AC may hold in all. Each costs
+#: the decoder a few hundred nanoseconds whatever its size, so a request
+#: of tiny items is dear per byte; this bounds it (benchmarks/requestcost.py).
+#: DCMTK's largest request (128 contexts x 38 transfer syntaxes) holds 5,125.
+MAX_ITEMS = 8192
+
+
+#: Presentation context items one A-ASSOCIATE-RQ/AC may hold: their IDs
+#: are odd numbers from 1 to 255 (PS3.8 §9.3.2.2, §7.1.1.13). The
+#: sub-items that come one per SOP class of those contexts (role
+#: selection, SOP class extended and common extended negotiation, PS3.7
+#: D.3.3.4 to D.3.3.6) are held to the same number.
+MAX_PRESENTATION_CONTEXTS = 128
+
+
+class ItemBudget:
+    """
+    How many more items and sub-items the PDU being decoded may hold; every
+    container of that PDU spends from the same budget.
+    """
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int = MAX_ITEMS) -> None:
+        self.limit = limit
+        self.left = limit
+
+
+def checkRoom(kept: Sized, limit: int, what: str) -> None:
+    """
+    @raise PDUDecodeError: if C{kept} already holds C{limit} items, so the
+        one being read is one too many (C{what} names them, and why).
+    """
+    if len(kept) >= limit:
+        raise PDUDecodeError(f"more than {limit} {what}", _INVALID)
 
 
 class ItemType:
@@ -121,16 +162,25 @@ def lengthPrefixed(value: bytes, what: str) -> bytes:
 
 
 def iterItems(
-    data: bytes, start: int, end: int, container: str
+    data: bytes, start: int, end: int, container: str, budget: ItemBudget | None = None
 ) -> Iterator[tuple[int, int, int, int]]:
     """
-    Walk the items in C{data[start:end]}.
+    Walk the items in C{data[start:end]}, each spent from C{budget}.
 
     @return: an iterator of C{(itemType, secondByte, bodyStart, bodyEnd)}.
-    @raise PDUDecodeError: if a header or a body runs past C{end}.
+    @raise PDUDecodeError: if a header or a body runs past C{end}, or the
+        budget is spent.
     """
     pos = start
     while pos < end:
+        if budget is not None:
+            budget.left -= 1
+            if budget.left < 0:
+                raise PDUDecodeError(
+                    f"{container}: more than {budget.limit} items and sub-items in "
+                    f"one PDU (a limit of this server)",
+                    _INVALID,
+                )
         if end - pos < 4:
             raise PDUDecodeError(
                 f"{container}: {end - pos} trailing byte(s), too short for an "

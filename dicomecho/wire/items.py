@@ -14,7 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dicomecho.wire.errors import LocalProtocolError
-from dicomecho.wire.itemcodec import ItemType, decodeText, encodeItem, encodeText, iterItems, needLength, singleValued
+from dicomecho.wire.itemcodec import (
+    ItemBudget,
+    ItemType,
+    decodeText,
+    encodeItem,
+    encodeText,
+    iterItems,
+    needLength,
+    singleValued,
+)
 
 __all__ = [
     "PresentationContextRQ",
@@ -75,19 +84,21 @@ class PresentationContextRQ:
         return encodeItem(ItemType.PRESENTATION_CONTEXT_RQ, b"".join(parts))
 
     @classmethod
-    def decode(cls, data: bytes, start: int, end: int) -> PresentationContextRQ:
+    def decode(
+        cls, data: bytes, start: int, end: int, budget: ItemBudget | None = None
+    ) -> PresentationContextRQ:
         needLength(end - start, 4, "presentation context item")
         contextID = data[start]
         what = f"presentation context {contextID}"
         abstract: str | None = None
         transfers: list[str] = []
-        for itemType, _, s, e in iterItems(data, start + 4, end, what):
-            if itemType == ItemType.ABSTRACT_SYNTAX:
+        for itemType, _, s, e in iterItems(data, start + 4, end, what, budget):
+            if itemType == ItemType.TRANSFER_SYNTAX:
+                transfers.append(decodeText(data[s:e]))
+            elif itemType == ItemType.ABSTRACT_SYNTAX:
                 abstract = singleValued(
                     abstract, decodeText(data[s:e]), f"abstract syntax in {what}"
                 )
-            elif itemType == ItemType.TRANSFER_SYNTAX:
-                transfers.append(decodeText(data[s:e]))
             # Other sub-item types: ignored and skipped (PS3.8 §9.3.1).
         return cls(contextID, abstract, tuple(transfers))
 
@@ -119,13 +130,15 @@ class PresentationContextAC:
         return encodeItem(ItemType.PRESENTATION_CONTEXT_AC, body)
 
     @classmethod
-    def decode(cls, data: bytes, start: int, end: int) -> PresentationContextAC:
+    def decode(
+        cls, data: bytes, start: int, end: int, budget: ItemBudget | None = None
+    ) -> PresentationContextAC:
         needLength(end - start, 4, "presentation context item")
         contextID = data[start]
         result = data[start + 2]
         what = f"presentation context {contextID}"
         transfer: str | None = None
-        for itemType, _, s, e in iterItems(data, start + 4, end, what):
+        for itemType, _, s, e in iterItems(data, start + 4, end, what, budget):
             if itemType == ItemType.TRANSFER_SYNTAX:
                 transfer = singleValued(
                     transfer, decodeText(data[s:e]), f"transfer syntax in {what}"

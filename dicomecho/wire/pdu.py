@@ -26,7 +26,10 @@ from dicomecho.wire.errors import (
 )
 from dicomecho.wire.itemcodec import (
     MAX_KEPT_UNKNOWN_ITEMS,
+    MAX_PRESENTATION_CONTEXTS,
+    ItemBudget,
     ItemType,
+    checkRoom,
     UnknownItem,
     decodeText,
     encodeItem,
@@ -68,6 +71,16 @@ _PDV_HEADER = struct.Struct(">IBB")
 _FOUR = struct.Struct(">xxBB")  # RJ/ABORT: reserved, [result], source, reason
 
 _INVALID = AbortReason.INVALID_PDU_PARAMETER_VALUE
+
+_CONTEXTS_WHY = "presentation context items (PS3.8 §9.3.2.2: their IDs are odd, 1 to 255)"
+
+#: The item types an A-ASSOCIATE-RQ/AC's variable field may hold.
+_KNOWN_ITEMS = frozenset((
+    ItemType.APPLICATION_CONTEXT,
+    ItemType.PRESENTATION_CONTEXT_RQ,
+    ItemType.PRESENTATION_CONTEXT_AC,
+    ItemType.USER_INFORMATION,
+))
 _UNEXPECTED = AbortReason.UNEXPECTED_PDU_PARAMETER
 
 
@@ -250,36 +263,38 @@ class _Associate:
         contexts: list[object] = []
         unknown: list[UnknownItem] = []
         dropped = 0
+        budget = ItemBudget()
         for itemType, second, s, e in iterItems(
-            body, _ASSOCIATE_FIXED.size, len(body), what
+            body, _ASSOCIATE_FIXED.size, len(body), what, budget
         ):
-            if itemType == ItemType.APPLICATION_CONTEXT:
+            # Unknown items first: a request may hold thousands (PS3.8
+            # §9.3.1: skip them), and they must cost little.
+            if itemType not in _KNOWN_ITEMS:
+                if len(unknown) < MAX_KEPT_UNKNOWN_ITEMS:
+                    unknown.append(UnknownItem(itemType, body[s:e], second))
+                else:
+                    dropped += 1
+            elif itemType == ItemType.APPLICATION_CONTEXT:
                 if applicationContext is not None:
                     raise PDUDecodeError(
                         f"{what}: more than one application context item", _UNEXPECTED
                     )
                 applicationContext = decodeText(body[s:e])
             elif itemType == cls._contextItemType:
-                contexts.append(cls._contextType.decode(body, s, e))  # type: ignore[attr-defined]
+                checkRoom(contexts, MAX_PRESENTATION_CONTEXTS, _CONTEXTS_WHY)
+                contexts.append(cls._contextType.decode(body, s, e, budget))  # type: ignore[attr-defined]
             elif itemType == ItemType.USER_INFORMATION:
                 if userInformation is not None:
                     raise PDUDecodeError(
                         f"{what}: more than one user information item", _UNEXPECTED
                     )
-                userInformation = UserInformation.decode(body, s, e)
-            elif itemType in (
-                ItemType.PRESENTATION_CONTEXT_RQ,
-                ItemType.PRESENTATION_CONTEXT_AC,
-            ):
+                userInformation = UserInformation.decode(body, s, e, budget)
+            else:
                 raise PDUDecodeError(
                     f"{what}: presentation context item 0x{itemType:02X} belongs "
                     f"to the other A-ASSOCIATE PDU",
                     _UNEXPECTED,
                 )
-            elif len(unknown) < MAX_KEPT_UNKNOWN_ITEMS:
-                unknown.append(UnknownItem(itemType, body[s:e], second))
-            else:
-                dropped += 1
         return dict(
             calledAETitle=_decodeAETitle(called),
             callingAETitle=_decodeAETitle(calling),

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Sized
 
 from dicomecho.wire.errors import AbortReason, LocalProtocolError, PDUDecodeError
 from dicomecho.wire.itemcodec import (
     MAX_KEPT_UNKNOWN_ITEMS,
+    MAX_PRESENTATION_CONTEXTS,
+    ItemBudget,
     ItemType,
+    checkRoom,
     UnknownItem,
     decodeText,
     encodeItem,
@@ -45,6 +49,9 @@ _U32 = struct.Struct(">I")
 _U16U16 = struct.Struct(">HH")
 
 _INVALID = AbortReason.INVALID_PDU_PARAMETER_VALUE
+
+#: The sub-item types a User Information item may hold.
+_KNOWN_SUB_ITEMS = frozenset(range(ItemType.MAXIMUM_LENGTH, ItemType.USER_IDENTITY_AC + 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,12 +320,22 @@ class UserInformation:
         return encodeItem(ItemType.USER_INFORMATION, b"".join(parts))
 
     @classmethod
-    def decode(cls, data: bytes, start: int, end: int) -> UserInformation:
+    def decode(
+        cls, data: bytes, start: int, end: int, budget: ItemBudget | None = None
+    ) -> UserInformation:
         reader = _SubItemReader()
         read = reader.read
-        for itemType, second, s, e in iterItems(data, start, end, "user information"):
+        for itemType, second, s, e in iterItems(data, start, end, "user information", budget):
             read(data, itemType, second, s, e)
         return reader.result()
+
+
+def _room(kept: Sized, what: str) -> None:
+    """
+    @raise PDUDecodeError: if C{kept} already holds one sub-item per
+        possible presentation context (they come one per SOP class).
+    """
+    checkRoom(kept, MAX_PRESENTATION_CONTEXTS, f"{what} sub-items (one per SOP class, PS3.7 D.3.3)")
 
 
 class _SubItemReader:
@@ -361,7 +378,15 @@ class _SubItemReader:
         @raise PDUDecodeError: if it is malformed, or a second instance of a
             single-valued sub-item.
         """
-        if itemType == ItemType.MAXIMUM_LENGTH:
+        # Unknown sub-items first: they are ignored (PS3.8 Annex D), there
+        # may be thousands, and they must cost little. The first few are
+        # kept for the log, the rest only counted.
+        if itemType not in _KNOWN_SUB_ITEMS:
+            if len(self.unknown) < MAX_KEPT_UNKNOWN_ITEMS:
+                self.unknown.append(UnknownItem(itemType, data[s:e], second))
+            else:
+                self.dropped += 1
+        elif itemType == ItemType.MAXIMUM_LENGTH:
             if e - s != 4:
                 raise PDUDecodeError(
                     f"maximum length item length {e - s}, expected 4", _INVALID
@@ -386,27 +411,24 @@ class _SubItemReader:
                 "asynchronous operations window item",
             )
         elif itemType == ItemType.ROLE_SELECTION:
+            _room(self.roles, "role selection")
             self.roles.append(RoleSelection.decode(data, s, e))
         elif itemType == ItemType.SOP_CLASS_EXTENDED:
+            _room(self.extended, "SOP class extended negotiation")
             self.extended.append(SOPClassExtendedNegotiation.decode(data, s, e))
         elif itemType == ItemType.SOP_CLASS_COMMON_EXTENDED:
+            _room(self.common, "SOP class common extended negotiation")
             self.common.append(SOPClassCommonExtendedNegotiation.decode(data, s, e, second))
         elif itemType == ItemType.USER_IDENTITY_RQ:
             self.identity = singleValued(
                 self.identity, UserIdentityRQ.decode(data, s, e), "user identity item"
             )
-        elif itemType == ItemType.USER_IDENTITY_AC:
+        else:
             self.identityResponse = singleValued(
                 self.identityResponse,
                 UserIdentityAC.decode(data, s, e),
                 "user identity response item",
             )
-        # Unknown sub-items are ignored (PS3.8 Annex D); the first few are
-        # kept for the log, the rest only counted.
-        elif len(self.unknown) < MAX_KEPT_UNKNOWN_ITEMS:
-            self.unknown.append(UnknownItem(itemType, data[s:e], second))
-        else:
-            self.dropped += 1
 
     def result(self) -> UserInformation:
         """
