@@ -31,6 +31,7 @@ from twisted.logger import LogLevel
 
 from dicomecho.wire.framer import PDUFramer
 from dicomecho.observability.levels import setLogLevel
+from dicomecho.security.sourcelimits import SourceLimitsPolicy
 from dicomecho.server.factory import DICOMServerFactory
 
 FIXTURE = (
@@ -83,6 +84,15 @@ class NullTransport:
         pass
 
 
+#: The peer, as Twisted gives it to buildProtocol.
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+
+#: The default per-source limits, but a connection rate that a loop on a
+#: frozen clock, all from one source, never reaches (the bucket is still
+#: kept, as by default).
+UNLIMITED = SourceLimitsPolicy(connectionRate=1e12, connectionBurst=10**9)
+
+
 def capturedPDUs() -> tuple[bytes, bytes, bytes]:
     """
     DCMTK echoscu's A-ASSOCIATE-RQ, C-ECHO-RQ P-DATA-TF and A-RELEASE-RQ.
@@ -98,8 +108,8 @@ def capturedPDUs() -> tuple[bytes, bytes, bytes]:
 
 def runEchoes(count: int) -> float:
     rq, echo, _ = capturedPDUs()
-    factory = DICOMServerFactory(clock=Clock())
-    protocol = factory.buildProtocol(None)
+    factory = DICOMServerFactory(clock=Clock(), sourceLimits=UNLIMITED)
+    protocol = factory.buildProtocol(PEER)
     transport = NullTransport()
     protocol.makeConnection(transport)
     protocol.dataReceived(rq)
@@ -114,11 +124,11 @@ def runEchoes(count: int) -> float:
 
 def runAssociations(count: int) -> float:
     rq, echo, release = capturedPDUs()
-    factory = DICOMServerFactory(clock=Clock())
+    factory = DICOMServerFactory(clock=Clock(), sourceLimits=UNLIMITED)
     done = Failure(ConnectionDone())
     start = time.process_time()
     for _ in range(count):
-        protocol = factory.buildProtocol(None)
+        protocol = factory.buildProtocol(PEER)
         protocol.makeConnection(NullTransport())
         protocol.dataReceived(rq)
         protocol.dataReceived(echo)

@@ -50,6 +50,8 @@ def test_defaults() -> None:
     assert o["max-pdu"] == 16382
     assert o["max-associations"] == 500
     assert o["max-associate-length"] == 262144
+    assert (o["max-pending-per-source"], o["max-associations-per-source"]) == (64, 100)
+    assert o["connection-rate-per-source"] == 1000
     assert o["transferSyntaxes"] is TransferSyntaxPreference.DEFAULT
     assert o["logLevelValue"] == LogLevel.error
     assert o["endpoints"] == ["tcp:11112:interface=0.0.0.0:backlog=128"]
@@ -144,6 +146,9 @@ def test_verbosity(args: list[str], level: LogLevel | None) -> None:
         (["--max-associate-length", "1023"], "not a size from 1024 to 16777216"),
         (["--max-associate-length", str(16 * 1024 * 1024 + 1)], "not a size from 1024"),
         (["--max-associate-length", "big"], "invalid literal"),
+        (["--max-pending-per-source", "-1"], ">= 0 (0: no limit)"),
+        (["--max-associations-per-source", "many"], "invalid literal"),
+        (["--connection-rate-per-source", "nan"], "not a rate >= 0"),
         (["70000"], "0-65535"),
         (["--port", "bogus:1"], "Unknown endpoint type"),
         (["--port", "tcp:notaport"], "invalid endpoint"),
@@ -202,6 +207,8 @@ def test_makeService() -> None:
         "-aet", "PACS", "-ta", "3", "-td", "4", "-tn", "5", "-pdu", "0", "-xi", "-d",
         "--require-called-aet", "--allow-calling-aet", "MOD1", "--max-associations", "7",
         "--max-associate-length", "131072", "--listen", "tcp:0", "--listen", "tcp:1",
+        "--max-pending-per-source", "8", "--max-associations-per-source", "0",
+        "--connection-rate-per-source", "2.5",
     )
     top = makeService(options, reactor)
     services = list(top)
@@ -218,6 +225,9 @@ def test_makeService() -> None:
     assert (factory.acseTimeout, factory.dimseTimeout, factory.networkTimeout) == (3, 4, 5)
     assert factory.maxAssociations == 7
     assert factory.maxAssociateLength == 131072
+    limits = factory.sources.policy
+    assert (limits.maxPending, limits.maxAssociations) == (8, 0)
+    assert (limits.connectionRate, limits.connectionBurst) == (2.5, 5)
     assert factory.clock is reactor
     assert logLevel() == LogLevel.debug
     top.privilegedStartService()

@@ -62,8 +62,12 @@ class AssociationHost(Protocol):
     checksIdentity: bool
     requiresIdentity: bool
 
-    @property
-    def atCapacity(self) -> bool: ...
+    def refuseAssociation(self, peer: PeerAddress) -> str | None:
+        """
+        Why a new association from C{peer} would exceed a local limit now
+        (the association limit, shutting down, a per-source limit), or
+        C{None}: it may be accepted.
+        """
 
     def reportsProgress(self) -> bool:
         """
@@ -84,6 +88,11 @@ class PeerAddress(Protocol):
     """
 
     def peerHost(self) -> str: ...
+
+    def sourceKey(self) -> str | None:
+        """
+        The source it counts against for per-source limits, if counted.
+        """
 
 
 def identityOf(rq: AssociateRQ) -> UserIdentityRQ | None:
@@ -118,13 +127,13 @@ def decideRequest(
     bytes, if any.
     """
     access = host.policy.access
-    atCapacity = host.atCapacity
+    localLimit = host.refuseAssociation(peer)
     info = rq.userInformation
     # A known request's acceptance holds for any source only without an
     # access list, and never stands in for an identity check.
     if (
         known is not None
-        and not atCapacity
+        and localLimit is None
         and (access.empty or access.admits(rq.callingAETitle, peer.peerHost()))
         and (info is None or info.userIdentity is None or not host.checksIdentity)
     ):
@@ -132,7 +141,7 @@ def decideRequest(
         return Decision(acceptance, cached=(acBytes, replayer))
     try:
         peerHost = None if access.empty else peer.peerHost()
-        outcome = negotiate(rq, host.policy, atCapacity=atCapacity, peerHost=peerHost)
+        outcome = negotiate(rq, host.policy, peerHost=peerHost, localLimit=localLimit)
     except InvalidAssociateRequest as error:
         return Decision(None, invalid=error)
     if isinstance(outcome, Acceptance) and host.checksIdentity:

@@ -56,6 +56,7 @@ __all__ = [
     "Rejection",
     "InvalidAssociateRequest",
     "localLimitRejection",
+    "CAPACITY_REACHED",
     "identityRejection",
     "withIdentityResponse",
     "negotiate",
@@ -350,7 +351,11 @@ def _callingRejection(
 
 
 def _checkAcceptable(
-    rq: AssociateRQ, policy: AssociationPolicy, atCapacity: bool, peerHost: str | None
+    rq: AssociateRQ,
+    policy: AssociationPolicy,
+    atCapacity: bool,
+    peerHost: str | None,
+    localLimit: str | None = None,
 ) -> Rejection | None:
     """
     The first reject condition C{rq} meets, in order; C{None} if none.
@@ -395,14 +400,18 @@ def _checkAcceptable(
             f"called AE title {rq.calledAETitle!r} is not ours "
             f"({policy.aeTitle!r})",
         )
+    if localLimit is not None:
+        return localLimitRejection(rq, localLimit)
     if atCapacity:
         return localLimitRejection(rq)
     return None
 
 
-def localLimitRejection(
-    rq: AssociateRQ, why: str = "the limit on concurrent associations is reached"
-) -> Rejection:
+#: Why a request is rejected at the association limit (or shutting down).
+CAPACITY_REACHED = "the limit on concurrent associations is reached"
+
+
+def localLimitRejection(rq: AssociateRQ, why: str = CAPACITY_REACHED) -> Rejection:
     """
     A rejection for a local limit: transient, service-provider
     (presentation related function), local-limit-exceeded (PS3.8 Table
@@ -491,6 +500,7 @@ def negotiate(
     policy: AssociationPolicy,
     atCapacity: bool = False,
     peerHost: str | None = None,
+    localLimit: str | None = None,
 ) -> Acceptance | Rejection:
     """
     Decide how to answer C{rq}.
@@ -502,12 +512,13 @@ def negotiate(
     answered; the association is accepted even if no context is.
 
     @param atCapacity: whether accepting would exceed the association limit.
+    @param localLimit: a local limit accepting would exceed, in words.
     @param peerHost: the peer's address as the transport gives it.
     @raise InvalidAssociateRequest: if C{rq} has an even, out-of-range or
         repeated presentation context ID, or a Maximum Length of 1 to 7.
     """
     peerMax = _checkValid(rq)
-    rejection = _checkAcceptable(rq, policy, atCapacity, peerHost)
+    rejection = _checkAcceptable(rq, policy, atCapacity, peerHost, localLimit)
     if rejection is not None:
         return rejection
 

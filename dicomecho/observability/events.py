@@ -71,6 +71,7 @@ class EventName(Enum):
     SHUTDOWN = "shutdown"
     SHUTDOWN_ABORT = "shutdown-abort"
     CONNECTION_REFUSED = "connection-refused"
+    SOURCE_LIMITED = "source-limited"
     CONNECTION_CLOSED = "connection-closed"
     PROXY_HEADER_INVALID = "proxy-header-invalid"
     TLS_ESTABLISHED = "tls-established"
@@ -136,6 +137,21 @@ def emitConnectionRefused(peer: Named, why: str) -> None:
         dicomEvent=EventName.CONNECTION_REFUSED.value,
         peer=peer.peerText(),
         why=why,
+    )
+
+
+def emitSourceLimited(source: str, limit: str, refusals: int, detail: str) -> None:
+    """
+    One source broke a per-source limit: one line per source and limit per
+    interval, counting the refusals since the last.
+    """
+    log.warn(
+        "Source {source}: {refusals} refused ({detail})",
+        dicomEvent=EventName.SOURCE_LIMITED.value,
+        source=source,
+        limit=limit,
+        refusals=refusals,
+        detail=detail,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator
 
 from dicomecho.observability.stats import ABORT_SOURCES, DURATION_BUCKETS
+from dicomecho.security.sourcelimits import SourceLimit
 from dicomecho.security.tlsfailures import TLSFailureKind
 from dicomecho.wire.vocabulary import REJECT_LABELS
 
@@ -71,11 +72,7 @@ class DICOMEchoCollector:
             "DIMSE requests answered (C-ECHO, and refusals of other commands).",
             sum(f.messagesAnswered() for f in self.factories),
         )
-        yield counter(
-            "connections_refused",
-            "Connections closed on connect: source not in the allow-list.",
-            _total(stats, "refusedConnections"),
-        )
+        yield from _refusals(stats)
         yield _labelled(
             "tls_handshake_failures",
             "TLS handshakes that failed, by kind.",
@@ -94,6 +91,24 @@ class DICOMEchoCollector:
             value=sum(f.openConnections for f in self.factories),
         )
         yield _durations(stats)
+
+
+def _refusals(stats: list[Any]) -> Iterator[Any]:
+    from prometheus_client.core import CounterMetricFamily
+
+    yield CounterMetricFamily(
+        f"{_NAMESPACE}_connections_refused",
+        "Connections closed on connect: source not in the allow-list.",
+        value=_total(stats, "refusedConnections"),
+    )
+    yield _labelled(
+        "source_limit_refusals",
+        "Connections closed (pending, rate) or associations rejected (2, 3, 2) "
+        "because their source was at a per-source limit.",
+        "limit",
+        [limit.value for limit in SourceLimit],
+        _merged(stats, "sourceRefusals"),
+    )
 
 
 def _total(stats: list[Any], name: str) -> int:

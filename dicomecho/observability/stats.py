@@ -15,6 +15,7 @@ from __future__ import annotations
 from bisect import bisect_left
 
 from dicomecho.association.outcome import Outcome
+from dicomecho.security.sourcelimits import SourceLimit
 from dicomecho.security.tlsfailures import TLSFailureKind
 from dicomecho.wire.vocabulary import rejectLabel
 
@@ -59,6 +60,8 @@ class ServerStats:
         #: By label of L{ABORT_SOURCES}.
         self.aborted: dict[str, int] = {}
         self.tlsFailures: dict[TLSFailureKind, int] = {}
+        #: Refusals by per-source limit (L{SourceLimit} values).
+        self.sourceRefusals: dict[str, int] = {}
         #: Histogram: counts per bucket of L{DURATION_BUCKETS}, plus one for
         #: +Inf; their sum and count.
         self.durationCounts = [0] * (len(DURATION_BUCKETS) + 1)
@@ -73,6 +76,9 @@ class ServerStats:
 
     def connectionRefused(self) -> None:
         self.refusedConnections += 1
+
+    def sourceRefused(self, limit: SourceLimit) -> None:
+        self.sourceRefusals[limit.value] = self.sourceRefusals.get(limit.value, 0) + 1
 
     def tlsFailed(self, kind: TLSFailureKind) -> None:
         """

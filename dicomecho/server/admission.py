@@ -115,8 +115,7 @@ class AdmissionPolicy(Protocol):
     identityChecksInProgress: int
     acseTimeout: float
 
-    @property
-    def atCapacity(self) -> bool: ...
+    def refuseAssociation(self, peer: AdmittedConnection) -> str | None: ...
 
 
 class AdmittedConnection(Protocol):
@@ -125,6 +124,10 @@ class AdmittedConnection(Protocol):
     """
 
     def peerHost(self) -> str: ...
+
+    def sourceKey(self) -> str | None: ...
+
+    def judgeSource(self) -> bool: ...
 
     def peerText(self) -> str: ...
 
@@ -176,7 +179,7 @@ class Admission:
 
     # --- source address ---------------------------------------------------------
 
-    def admitSource(self) -> bool:
+    def checkAccessList(self) -> bool:
         """
         Whether the peer's address is admitted by the access list; if not,
         refuse the connection.
@@ -187,23 +190,29 @@ class Admission:
         self.refuse(f"source address not allowed (allowed: {access.describe()})")
         return False
 
-    def admitProxiedSource(self) -> bool:
+    def proxyHeaderRead(self) -> None:
         """
-        The PROXY header has been read: forget the balancer's address and
-        judge the client's (L{admitSource}).
+        The PROXY header has been read: forget the balancer's address, so
+        that the client's is judged.
         """
         self.waitingForProxy = False
         self._connection.forgetPeerAddress()
-        return self.admitSource()
 
     def refuse(self, why: str) -> None:
         """
         Close a connection we will not serve at all, with one log line.
         """
-        self.refused = True
-        self._connection.noteOutcome(Outcome.REFUSED, why)
+        self.refuseQuietly(why)
         self._server.stats.connectionRefused()
         emitConnectionRefused(self._connection, why)
+
+    def refuseQuietly(self, why: str) -> None:
+        """
+        Close a connection we will not serve at all, leaving the log to the
+        caller (a per-source limit logs once per interval).
+        """
+        self.refused = True
+        self._connection.noteOutcome(Outcome.REFUSED, why)
         self._connection.forceClose()
 
     # --- TLS ------------------------------------------------------------------
@@ -217,8 +226,10 @@ class Admission:
         """
         self.tlsState = TLSState.DONE
         self.tlsInfo = self._connection.tlsSessionInfo()
-        if self.waitingForProxy and not self.admitProxiedSource():
-            return
+        if self.waitingForProxy:
+            self.proxyHeaderRead()
+            if not self._connection.judgeSource():
+                return
         emitTLSEstablished(self._connection, self.tlsInfo)
 
     def connectionLostInHandshake(self, reason: Failure) -> None:
@@ -290,8 +301,9 @@ class Admission:
             return None
         server.identityThrottle.succeeded(host)
         self.user = usernameText(identity)
-        if server.atCapacity:
-            self._connection.answerRequest(localLimitRejection(acceptance.rq))
+        limit = server.refuseAssociation(self._connection)
+        if limit is not None:
+            self._connection.answerRequest(localLimitRejection(acceptance.rq, limit))
             return None
         if identity.positiveResponseRequested:
             acceptance = withIdentityResponse(acceptance, result)

@@ -132,6 +132,12 @@ HELP: tuple[tuple[str, tuple[HelpEntry, ...]], ...] = (
         HelpEntry("backlog", "N", "listen queue length for a port number"),
         HelpEntry("max-associations", "N", "reject (2, 3, 2) beyond this many "
                   "associations at once"),
+        HelpEntry("max-pending-per-source", "N", "close a source's connections "
+                  "beyond N not yet associated (TLS handshakes count); 0: no limit"),
+        HelpEntry("max-associations-per-source", "N", "reject (2, 3, 2) a source's "
+                  "associations beyond N at once; 0: no limit"),
+        HelpEntry("connection-rate-per-source", "R", "close a source's new "
+                  "connections beyond R per second (bursts of 2R); 0: no limit"),
         HelpEntry("max-associate-length", "[n]umber of bytes", "abort an "
                   "A-ASSOCIATE-RQ longer than n bytes (DCMTK's largest, 128 contexts "
                   "x 38 transfer syntaxes, is 129691)"),

@@ -15,7 +15,9 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import LogLevel
 
 from dicomecho.association.fastpaths import AcceptanceCache
+from dicomecho.association.establishment import PeerAddress
 from dicomecho.association.negotiation import (
+    CAPACITY_REACHED,
     DEFAULT_MAX_ASSOCIATIONS,
     AssociationPolicy,
     TransferSyntaxPreference,
@@ -30,7 +32,9 @@ from dicomecho.security.identity import (
     IUserIdentityChecker,
     UserIdentityMode,
 )
+from dicomecho.security.sourcelimits import SourceLimitsPolicy
 from dicomecho.server.protocol import DICOMAssociationProtocol
+from dicomecho.server.sourcegate import SourceGate
 from dicomecho.services.verification import IServiceResponder, VerificationResponder
 from dicomecho.wire.framer import DEFAULT_MAX_ASSOCIATE_LENGTH
 
@@ -95,6 +99,7 @@ class DICOMServerFactory(ServerFactory):
         userIdentity: UserIdentityMode = UserIdentityMode.IGNORE,
         identityChecker: IUserIdentityChecker | None = None,
         maxIdentityChecks: int = 32,
+        sourceLimits: SourceLimitsPolicy | None = None,
         clock: IReactorTime | None = None,
     ) -> None:
         if clock is None:
@@ -127,6 +132,7 @@ class DICOMServerFactory(ServerFactory):
         self.draining = False
         self.acceptances = AcceptanceCache()
         self.stats = ServerStats()
+        self.sources = SourceGate(sourceLimits or SourceLimitsPolicy(), self.stats, self.clock)
         self._protocols: set[DICOMAssociationProtocol] = set()
         self._drained: Deferred[None] | None = None
         self._drainCalls: list[IDelayedCall] = []
@@ -146,7 +152,9 @@ class DICOMServerFactory(ServerFactory):
         self.identityChecksInProgress = 0
 
     def buildProtocol(self, addr: IAddress) -> DICOMAssociationProtocol:
-        protocol = DICOMAssociationProtocol(self)
+        # The address Twisted gives here is the one the connection came
+        # from: judging the source by it spares a getPeer() per connection.
+        protocol = DICOMAssociationProtocol(self, getattr(addr, "host", None))
         protocol.factory = self
         return protocol
 
@@ -164,6 +172,19 @@ class DICOMServerFactory(ServerFactory):
         the limit is reached, or the server is shutting down.
         """
         return self.draining or self.activeAssociations >= self.maxAssociations
+
+    def refuseAssociation(self, peer: PeerAddress) -> str | None:
+        """
+        Why a new association from C{peer} would exceed a local limit now:
+        shutting down, the association limit, or its source's (counted and
+        logged by L{SourceGate}); C{None} if it may be accepted.
+        """
+        if self.draining or self.activeAssociations >= self.maxAssociations:
+            return CAPACITY_REACHED
+        key = peer.sourceKey()
+        if key is None or self.sources.table.associationRefusal(key) is None:
+            return None
+        return self.sources.refuseAssociation(key)
 
     @property
     def checksIdentity(self) -> bool:

@@ -19,6 +19,8 @@ __all__ = [
     "maxPDULength",
     "associateLength",
     "positiveNumber",
+    "wholeNumber",
+    "rate",
     "logLevelNamed",
     "userIdentityMode",
     "clientCertificateMode",
@@ -67,6 +69,26 @@ def positiveNumber(value: str) -> int:
     number = int(value)
     if number < 1:
         raise ValueError(f"{value} is not a whole number >= 1")
+    return number
+
+
+def wholeNumber(value: str) -> int:
+    """
+    A whole number C{>= 0}, 0 meaning no limit (the per-source limits).
+    """
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"{value} is not a whole number >= 0 (0: no limit)")
+    return number
+
+
+def rate(value: str) -> float:
+    """
+    A number of events per second, C{>= 0}, 0 meaning no limit.
+    """
+    number = float(value)
+    if not number >= 0:  # also refuses NaN
+        raise ValueError(f"{value!r} is not a rate >= 0 per second (0: no limit)")
     return number
 
 

@@ -23,6 +23,7 @@ from twisted.internet.interfaces import (
     ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.tcp import Server
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -53,6 +54,7 @@ from dicomecho.observability import events
 from dicomecho.observability.levels import isEnabled
 from dicomecho.observability.logs import listeningAddress
 from dicomecho.security.access import peerAddress
+from dicomecho.security.sourcelimits import SourceLimit
 from dicomecho.server.admission import (
     NO_TLS_INFO,
     Admission,
@@ -62,6 +64,7 @@ from dicomecho.server.admission import (
     isTLSTransport,
 )
 from dicomecho.server.proxyheader import incompleteHeader
+from dicomecho.server.sourcegate import SourceGate
 from dicomecho.security.tls import tlsSessionInfo
 
 __all__ = ["DICOMAssociationProtocol", "ServerHost"]
@@ -77,6 +80,7 @@ class ServerHost(AssociationHost, AdmissionPolicy, TypingProtocol):
     """
 
     clock: IReactorTime
+    sources: SourceGate
 
     def connectionOpened(self, protocol: DICOMAssociationProtocol) -> None: ...
 
@@ -120,12 +124,21 @@ class DICOMAssociationProtocol(Protocol):
     _timerCall: IDelayedCall | None = None
     _armedFor: float | None = None
     _counted = False
+    #: The source counted against (per-source limits), and in which count:
+    #: pending until associated, then associations, None once neither.
+    _source: str | None = None
+    _sourceCount: SourceLimit | None = None
+    #: The host the connection came from, as the factory was told, until a
+    #: PROXY header names the client instead.
+    _connectedFrom: str | None = None
     #: The peer's address for the log, read from the transport when first
     #: needed (most associations log nothing at the default level).
     _peerAddress: tuple[str, int | None] | None = None
 
-    def __init__(self, server: ServerHost) -> None:
+    def __init__(self, server: ServerHost, connectedFrom: str | None = None) -> None:
         self._server = server
+        if connectedFrom is not None:
+            self._connectedFrom = connectedFrom
         self._clock = server.clock
         self.association = Association(server, self)
         self._started = 0.0
@@ -134,16 +147,12 @@ class DICOMAssociationProtocol(Protocol):
 
     @property
     def state(self) -> State:
-        """
-        The PS3.8 state of this association.
-        """
+        """The PS3.8 state of this association."""
         return self.association.state
 
     @property
     def messages(self) -> int:
-        """
-        DIMSE requests answered on this connection.
-        """
+        """DIMSE requests answered on this connection."""
         return self.association.messages
 
     def peerHostPort(self) -> tuple[str, int | None]:
@@ -164,7 +173,7 @@ class DICOMAssociationProtocol(Protocol):
         return listeningAddress(*self.peerHostPort())
 
     def forgetPeerAddress(self) -> None:
-        self._peerAddress = None
+        self._peerAddress = self._connectedFrom = None
 
     def firstBytes(self) -> bytes:
         return getattr(self.transport, "firstBytes", b"") or b""
@@ -181,6 +190,29 @@ class DICOMAssociationProtocol(Protocol):
     def answerRequest(self, outcome: Acceptance | Rejection) -> None:
         self._perform(self.association.answerRequest(outcome, self._clock.seconds()))
 
+    def sourceKey(self) -> str | None:
+        """The source this connection counts against (per-source limits)."""
+        return self._source
+
+    def judgeSource(self) -> bool:
+        """
+        Judge the peer's address by the access list, then the per-source
+        limits (it then counts as pending); close it if refused.
+        """
+        if not self._server.policy.access.empty and not self._admissionFor().checkAccessList():
+            return False
+        host = self._connectedFrom
+        if host is None:
+            host = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
+            if not isinstance(host, str):
+                return True
+        key, limit = self._server.sources.admit(host)
+        if limit is not None:
+            self._admissionFor().refuseQuietly(f"source {key} at its {limit.value} limit")
+            return False
+        self._source, self._sourceCount = key, SourceLimit.PENDING
+        return True
+
     def _admissionFor(self) -> Admission:
         if self._admission is None:
             self._admission = Admission(self, self._server, self._clock)
@@ -195,13 +227,12 @@ class DICOMAssociationProtocol(Protocol):
             transport.setTcpNoDelay(True)  # type: ignore[union-attr]
         self._started = self._clock.seconds()
         self._server.connectionOpened(self)
-        if not self._server.policy.access.empty:
-            if behindProxy(transport):
-                # The PROXY header names the client, and it has been read by
-                # the time the first byte after it reaches us: check then.
-                self._admissionFor().waitingForProxy = True
-            elif not self._admissionFor().admitSource():
-                return
+        if type(transport) is not Server and behindProxy(transport):
+            # The PROXY header names the client, and it has been read by the
+            # time the first byte after it reaches us: judge it then.
+            self._admissionFor().waitingForProxy = True
+        elif not self.judgeSource():
+            return
         if isTLSTransport(transport):
             self._admissionFor().tlsState = TLSState.HANDSHAKE
         transport.registerProducer(self, True)  # type: ignore[union-attr]
@@ -211,12 +242,10 @@ class DICOMAssociationProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         admission = self._admission
-        if (
-            admission is not None
-            and admission.waitingForProxy
-            and not admission.admitProxiedSource()
-        ):
-            return
+        if admission is not None and admission.waitingForProxy:
+            admission.proxyHeaderRead()
+            if not self.judgeSource():
+                return
         now = self._clock.seconds()
         association = self.association
         if self._paused:
@@ -370,6 +399,9 @@ class DICOMAssociationProtocol(Protocol):
         if self._counted:
             self._counted = False
             self._server.activeAssociations -= 1
+        count, self._sourceCount = self._sourceCount, None
+        if count is not None:
+            self._server.sources.table.uncount(self._source, count)  # type: ignore[arg-type]
 
     # --- effects -------------------------------------------------------------------
 
@@ -431,13 +463,13 @@ class DICOMAssociationProtocol(Protocol):
 
         pending.addCallbacks(ready, failed)
 
-    def _associateRequested(self, effect: AssociateRequested) -> None:
-        events.emitAssociateRQ(self, effect.rq)
-
     def _accepted(self, effect: AssociationAccepted) -> None:
         server = self._server
         server.activeAssociations += 1
         self._counted = True
+        if self._sourceCount is not None:
+            server.sources.table.associated(self._source)  # type: ignore[arg-type]
+            self._sourceCount = SourceLimit.ASSOCIATIONS
         server.stats.associationAccepted()
         if server.reportsProgress():
             admission = self._admission
@@ -448,15 +480,6 @@ class DICOMAssociationProtocol(Protocol):
         rj = effect.rejection.rj
         events.emitRejected(self, effect.rejection, self._tlsInfo())
         self._server.stats.associationRejected(rj.result, rj.source, rj.reason)
-
-    def _messageReceived(self, effect: MessageReceived) -> None:
-        events.emitDIMSEReceived(self, effect.message)
-
-    def _released(self, effect: AssociationReleased) -> None:
-        events.emitReleased(self)
-
-    def _aborted(self, effect: AssociationAborted) -> None:
-        events.emitAborted(self, effect.indication)
 
     def _ended(self, effect: AssociationEnded) -> None:
         self._uncount()
@@ -479,18 +502,42 @@ class DICOMAssociationProtocol(Protocol):
             detail = effect.detail
         events.emitConnectionClosed(self, detail)
 
-    def _invalidPDU(self, effect: InvalidPDU) -> None:
-        events.emitInvalidPDU(self, effect.error)
 
-    def _timedOut(self, effect: TimedOut) -> None:
-        events.emitTimeout(self, effect.timer.value)
+# --- effects that are only rendered -------------------------------------------------
 
-    def _responderFailed(self, effect: ResponderFailed) -> None:
-        failure = effect.record
-        if not isinstance(failure, Failure):
-            error = effect.error
-            failure = Failure(error, type(error), error.__traceback__)
-        events.emitResponderFailed(self, failure)
+
+def _renderAssociateRequested(
+    protocol: DICOMAssociationProtocol, effect: AssociateRequested
+) -> None:
+    events.emitAssociateRQ(protocol, effect.rq)
+
+
+def _renderMessageReceived(protocol: DICOMAssociationProtocol, effect: MessageReceived) -> None:
+    events.emitDIMSEReceived(protocol, effect.message)
+
+
+def _renderReleased(protocol: DICOMAssociationProtocol, effect: AssociationReleased) -> None:
+    events.emitReleased(protocol)
+
+
+def _renderAborted(protocol: DICOMAssociationProtocol, effect: AssociationAborted) -> None:
+    events.emitAborted(protocol, effect.indication)
+
+
+def _renderInvalidPDU(protocol: DICOMAssociationProtocol, effect: InvalidPDU) -> None:
+    events.emitInvalidPDU(protocol, effect.error)
+
+
+def _renderTimedOut(protocol: DICOMAssociationProtocol, effect: TimedOut) -> None:
+    events.emitTimeout(protocol, effect.timer.value)
+
+
+def _renderResponderFailed(protocol: DICOMAssociationProtocol, effect: ResponderFailed) -> None:
+    failure = effect.record
+    if not isinstance(failure, Failure):
+        error = effect.error
+        failure = Failure(error, type(error), error.__traceback__)
+    events.emitResponderFailed(protocol, failure)
 
 
 #: The handler of each effect type but L{SendPDU}, which L{_perform}
@@ -499,15 +546,15 @@ _HANDLERS: dict[type, Callable[[DICOMAssociationProtocol, Any], None]] = {
     CloseTransport: DICOMAssociationProtocol._closeTransport,
     CheckIdentity: DICOMAssociationProtocol._checkIdentity,
     AwaitResponse: DICOMAssociationProtocol._awaitResponse,
-    AssociateRequested: DICOMAssociationProtocol._associateRequested,
+    AssociateRequested: _renderAssociateRequested,
     AssociationAccepted: DICOMAssociationProtocol._accepted,
     AssociationRejected: DICOMAssociationProtocol._rejected,
-    MessageReceived: DICOMAssociationProtocol._messageReceived,
-    AssociationReleased: DICOMAssociationProtocol._released,
-    AssociationAborted: DICOMAssociationProtocol._aborted,
+    MessageReceived: _renderMessageReceived,
+    AssociationReleased: _renderReleased,
+    AssociationAborted: _renderAborted,
     AssociationEnded: DICOMAssociationProtocol._ended,
     RequestNeverCame: DICOMAssociationProtocol._requestNeverCame,
-    InvalidPDU: DICOMAssociationProtocol._invalidPDU,
-    TimedOut: DICOMAssociationProtocol._timedOut,
-    ResponderFailed: DICOMAssociationProtocol._responderFailed,
+    InvalidPDU: _renderInvalidPDU,
+    TimedOut: _renderTimedOut,
+    ResponderFailed: _renderResponderFailed,
 }

@@ -46,6 +46,8 @@ from dicomecho.server.optionvalues import (
     logLevelNamed,
     maxPDULength,
     associateLength,
+    rate,
+    wholeNumber,
     positiveNumber,
     seconds,
     userIdentityMode,
@@ -56,7 +58,10 @@ from dicomecho.server.services import (
     MetricsListeningService,
     ThreadPoolService,
 )
+from dicomecho.security.sourcelimits import SourceLimitsPolicy
 from dicomecho.wire.framer import DEFAULT_MAX_ASSOCIATE_LENGTH
+
+_SOURCE_DEFAULTS = SourceLimitsPolicy()
 from dicomecho.wire.pdu import validateAETitle
 
 if TYPE_CHECKING:
@@ -122,6 +127,12 @@ class Options(usage.Options):
         ["max-associations", None, DEFAULT_MAX_ASSOCIATIONS, HELP_TEXT["max-associations"], positiveNumber],
         ["max-associate-length", None, DEFAULT_MAX_ASSOCIATE_LENGTH,
          HELP_TEXT["max-associate-length"], associateLength],
+        ["max-pending-per-source", None, _SOURCE_DEFAULTS.maxPending,
+         HELP_TEXT["max-pending-per-source"], wholeNumber],
+        ["max-associations-per-source", None, _SOURCE_DEFAULTS.maxAssociations,
+         HELP_TEXT["max-associations-per-source"], wholeNumber],
+        ["connection-rate-per-source", None, _SOURCE_DEFAULTS.connectionRate,
+         HELP_TEXT["connection-rate-per-source"], rate],
         ["backlog", None, DEFAULT_BACKLOG, HELP_TEXT["backlog"], positiveNumber],
         ["shutdown-grace", None, DEFAULT_SHUTDOWN_GRACE, HELP_TEXT["shutdown-grace"], seconds],
         ["user-identity", None, UserIdentityMode.IGNORE, HELP_TEXT["user-identity"], userIdentityMode],
@@ -381,6 +392,12 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         networkTimeout=options["network-timeout"],
         maxAssociations=options["max-associations"],
         maxAssociateLength=options["max-associate-length"],
+        sourceLimits=SourceLimitsPolicy(
+            maxPending=options["max-pending-per-source"],
+            maxAssociations=options["max-associations-per-source"],
+            connectionRate=options["connection-rate-per-source"],
+            connectionBurst=max(1, int(2 * options["connection-rate-per-source"])),
+        ),
         access=options["access"],
         userIdentity=options["user-identity"],
         identityChecker=checker,

@@ -250,10 +250,10 @@ _LOCAL_PORTS = range(20000, 32000)
 _nextLocalPort = _LOCAL_PORTS.start + (os.getpid() * 7919) % len(_LOCAL_PORTS)
 
 
-def connectFresh(port: int, timeout: float = SOCKET_TIMEOUT) -> socket.socket:
+def connectFresh(port: int, timeout: float = SOCKET_TIMEOUT, source: str = "127.0.0.1") -> socket.socket:
     """
-    Connect to 127.0.0.1:C{port} from a local port not used before in this
-    process. SO_REUSEADDR lets a port still in TIME_WAIT from an earlier run
+    Connect to 127.0.0.1:C{port} from C{source} (another loopback address
+    is another source) and a local port not used before in this process. SO_REUSEADDR lets a port still in TIME_WAIT from an earlier run
     be bound; a port that cannot be bound or connected from is skipped.
     """
     global _nextLocalPort
@@ -264,7 +264,7 @@ def connectFresh(port: int, timeout: float = SOCKET_TIMEOUT) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.settimeout(timeout)
         try:
-            sock.bind(("127.0.0.1", local))
+            sock.bind((source, local))
             sock.connect(("127.0.0.1", port))
         except OSError as e:
             sock.close()
@@ -282,10 +282,10 @@ class Client:
     @ivar peer: C{"127.0.0.1:<our port>"}, as the server names us.
     """
 
-    def __init__(self, port: int, timeout: float = SOCKET_TIMEOUT) -> None:
-        self.sock = connectFresh(port, timeout)
+    def __init__(self, port: int, timeout: float = SOCKET_TIMEOUT, source: str = "127.0.0.1") -> None:
+        self.sock = connectFresh(port, timeout, source)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.peer = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.peer = "%s:%d" % (source, self.sock.getsockname()[1])
         self._buffer = bytearray()
         self.eof = False
         #: (type, length) of every PDU read with L{recvPDU}.

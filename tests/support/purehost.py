@@ -47,6 +47,9 @@ class Host:
     atCapacity: bool = False
     reporting: bool = False
 
+    def refuseAssociation(self, peer: Any) -> str | None:
+        return "the limit on concurrent associations is reached" if self.atCapacity else None
+
     def reportsProgress(self) -> bool:
         return self.reporting
 
@@ -56,6 +59,9 @@ class Host:
 
 class Peer:
     def peerHost(self) -> str:
+        return "192.0.2.7"
+
+    def sourceKey(self) -> str | None:
         return "192.0.2.7"
 
 

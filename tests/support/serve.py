@@ -22,6 +22,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogBeginner
 
 from dicomecho.observability.levels import setLogLevel
 from dicomecho.association.negotiation import TransferSyntaxPreference
+from dicomecho.security.sourcelimits import SourceLimitsPolicy
 from dicomecho.server.factory import DICOMServerFactory
 
 PLAIN = (str, int, float, bool, type(None))
@@ -48,6 +49,8 @@ def main() -> None:
     options = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     if "transferSyntaxes" in options:
         options["transferSyntaxes"] = TransferSyntaxPreference[options["transferSyntaxes"]]
+    if "sourceLimits" in options:
+        options["sourceLimits"] = SourceLimitsPolicy(**options["sourceLimits"])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     setLogLevel(LogLevel.debug)
     factory = DICOMServerFactory(**options)

@@ -1,0 +1,218 @@
+# -*- test-case-name: tests.test_sourcelimits -*-
+"""
+Per-source limits, so that one source cannot lock every other SCU out: how
+many connections it may hold before association (pending), how many
+associations, and how many new connections per second. Pure policy: the
+time is passed in, nothing here touches a socket or a clock.
+
+A source is the client's address (the PROXY header's client where there is
+one); an IPv6 client by its /64 by default, since one host may hold a
+whole /64 (RFC 4291 §2.5.1 interface identifiers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from ipaddress import IPv6Network, ip_address
+
+__all__ = [
+    "SourceLimit",
+    "SourceLimitsPolicy",
+    "SourceTable",
+    "sourceKey",
+]
+
+
+class SourceLimit(Enum):
+    """
+    Which per-source limit refused a connection or an association; the
+    value is the word metrics and the JSON log carry.
+    """
+
+    PENDING = "pending"
+    ASSOCIATIONS = "associations"
+    RATE = "rate"
+
+
+def sourceKey(host: str, ipv6PrefixLength: int = 64) -> str:
+    """
+    The source C{host} counts against: an IPv4 address as it is, an IPv6
+    address by its C{/ipv6PrefixLength} network, anything else (a UNIX
+    socket's name) as it is.
+    """
+    if ":" not in host:
+        return host
+    try:
+        address = ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if address.version == 4:
+        return str(address)
+    if address.ipv4_mapped is not None:  # type: ignore[union-attr]
+        return str(address.ipv4_mapped)  # type: ignore[union-attr]
+    return str(IPv6Network((address, ipv6PrefixLength), strict=False))
+
+
+# Read as a module constant: on Python 3.11 reading a member from its Enum
+# class runs EnumType's attribute hook.
+_ASSOCIATIONS = SourceLimit.ASSOCIATIONS
+
+
+@dataclass(frozen=True)
+class SourceLimitsPolicy:
+    """
+    The limits, each per source; 0 turns one off.
+
+    @ivar maxPending: connections not yet associated (a TLS handshake
+        counts; so does a connection that has sent nothing).
+    @ivar maxAssociations: associations at once.
+    @ivar connectionRate: new connections per second, on average.
+    @ivar connectionBurst: new connections at once above that rate.
+    @ivar logInterval: seconds between two log lines for one source and
+        one limit; the refusals between are counted in the next line.
+    """
+
+    maxPending: int = 64
+    maxAssociations: int = 100
+    connectionRate: float = 1000.0
+    connectionBurst: int = 2000
+    logInterval: float = 10.0
+
+
+class _Source:
+    """
+    One source's counts and token bucket.
+    """
+
+    __slots__ = ("pending", "associations", "tokens", "stamp", "logged", "unlogged")
+
+    def __init__(self, burst: int, now: float) -> None:
+        self.pending = 0
+        self.associations = 0
+        self.tokens = float(burst)
+        self.stamp = now
+        #: When each limit was last logged, and the refusals not yet logged
+        #: (made at the first refusal: most sources never have one).
+        self.logged: dict[SourceLimit, float] | None = None
+        self.unlogged: dict[SourceLimit, int] | None = None
+
+
+class SourceTable:
+    """
+    The live counts of every source with a connection, and the rate state
+    of recent ones. L{prune} drops the sources that hold no connection and
+    whose bucket is full again; called every few thousand connections, it
+    bounds the table by the connections open plus the sources seen since.
+    """
+
+    def __init__(self, policy: SourceLimitsPolicy | None = None) -> None:
+        self.policy = policy or SourceLimitsPolicy()
+        self._sources: dict[str, _Source] = {}
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def _entry(self, key: str, now: float) -> _Source:
+        source = self._sources.get(key)
+        if source is None:
+            source = self._sources[key] = _Source(self.policy.connectionBurst, now)
+        return source
+
+    def connectionOpened(self, key: str, now: float) -> SourceLimit | None:
+        """
+        A connection from C{key} arrived: the limit it breaks (it is then
+        not counted, and must be closed), or C{None} (it is counted as
+        pending).
+        """
+        policy = self.policy
+        source = self._sources.get(key)
+        if source is None:
+            source = self._sources[key] = _Source(policy.connectionBurst, now)
+        if policy.connectionRate:
+            tokens = source.tokens + (now - source.stamp) * policy.connectionRate
+            if tokens > policy.connectionBurst:
+                tokens = float(policy.connectionBurst)
+            source.stamp = now
+            if tokens < 1.0:
+                source.tokens = tokens
+                return SourceLimit.RATE
+            source.tokens = tokens - 1.0
+        if policy.maxPending and source.pending >= policy.maxPending:
+            return SourceLimit.PENDING
+        source.pending += 1
+        return None
+
+    def associationRefusal(self, key: str) -> SourceLimit | None:
+        """
+        Whether C{key} may hold one more association.
+        """
+        limit = self.policy.maxAssociations
+        source = self._sources.get(key)
+        if limit and source is not None and source.associations >= limit:
+            return SourceLimit.ASSOCIATIONS
+        return None
+
+    def associated(self, key: str) -> None:
+        """
+        A pending connection of C{key} holds an association now.
+        """
+        source = self._sources.get(key)
+        if source is not None:
+            source.pending -= 1
+            source.associations += 1
+
+    def uncount(self, key: str, count: SourceLimit) -> None:
+        """
+        A connection of C{key} no longer counts in C{count}
+        (L{SourceLimit.PENDING} or L{SourceLimit.ASSOCIATIONS}): it closed,
+        or its association ended. (The entry stays for L{prune}: a source
+        that comes back finds its bucket.)
+        """
+        source = self._sources.get(key)
+        if source is not None:
+            if count is _ASSOCIATIONS:
+                source.associations -= 1
+            else:
+                source.pending -= 1
+
+    def refusalToLog(self, key: str, limit: SourceLimit, now: float) -> int | None:
+        """
+        A refusal of C{key} by C{limit}: the number of refusals to report
+        in a log line now (this one and those not reported before), or
+        C{None} if one was logged for this source and limit less than
+        C{logInterval} ago.
+        """
+        source = self._entry(key, now)
+        if source.logged is None or source.unlogged is None:
+            source.logged, source.unlogged = {}, {}
+        last = source.logged.get(limit)
+        waiting = source.unlogged.get(limit, 0) + 1
+        if last is not None and now - last < self.policy.logInterval:
+            source.unlogged[limit] = waiting
+            return None
+        source.logged[limit] = now
+        source.unlogged[limit] = 0
+        return waiting
+
+    def _forgetIfIdle(self, key: str, source: _Source, now: float) -> None:
+        if source.pending or source.associations:
+            return
+        # Refusals held back for the next log line are kept for one interval
+        # (the metrics count them all).
+        if source.logged and now - max(source.logged.values()) < self.policy.logInterval:
+            return
+        policy = self.policy
+        if policy.connectionRate:
+            refilled = source.tokens + (now - source.stamp) * policy.connectionRate
+            if refilled < policy.connectionBurst:
+                return
+        del self._sources[key]
+
+    def prune(self, now: float) -> None:
+        """
+        Forget the sources that hold nothing and whose bucket is full again
+        (called now and then, so that sources seen once do not stay).
+        """
+        for key, source in list(self._sources.items()):
+            self._forgetIfIdle(key, source, now)

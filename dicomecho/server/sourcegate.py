@@ -1,0 +1,101 @@
+# -*- test-case-name: tests.test_sourcelimits -*-
+"""
+The server's per-source limits (L{dicomecho.security.sourcelimits}) in
+action: each connection is counted against its source when its address is
+known (after the PROXY header, behind a balancer), closed at once when the
+source is at its pending or rate limit, and an association beyond the
+source's association limit is rejected (2, 3, 2). Each refusal is counted
+in the metrics; the log gets one line per source and limit per interval.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+
+from dicomecho.observability.events import emitSourceLimited
+from dicomecho.observability.stats import ServerStats
+from dicomecho.security.sourcelimits import (
+    SourceLimit,
+    SourceLimitsPolicy,
+    SourceTable,
+    sourceKey,
+)
+
+__all__ = ["SourceGate", "LIMIT_OPTIONS"]
+
+#: The option that sets each limit, for the log and the rejection reason.
+LIMIT_OPTIONS = {
+    SourceLimit.PENDING: "--max-pending-per-source",
+    SourceLimit.ASSOCIATIONS: "--max-associations-per-source",
+    SourceLimit.RATE: "--connection-rate-per-source",
+}
+
+#: Prune the table of idle sources every this many connections.
+_PRUNE_EVERY = 4096
+
+
+class SourceGate:
+    """
+    One server's per-source counts, and what it does at a limit.
+    """
+
+    def __init__(self, policy: SourceLimitsPolicy, stats: ServerStats, clock: IReactorTime) -> None:
+        self.table = SourceTable(policy)
+        self._stats = stats
+        self._clock = clock
+        self._opened = 0
+
+    @property
+    def policy(self) -> SourceLimitsPolicy:
+        return self.table.policy
+
+    def admit(self, host: str) -> tuple[str, SourceLimit | None]:
+        """
+        A connection from C{host}: its source, and the limit that refuses
+        it (then it is not counted, and the caller closes it) or C{None}
+        (it is counted as pending).
+        """
+        # IPv4 addresses are their own key: no parsing (per connection).
+        key = sourceKey(host) if ":" in host else host
+        now = self._clock.seconds()
+        self._opened += 1
+        if self._opened % _PRUNE_EVERY == 0:
+            self.table.prune(now)
+        limit = self.table.connectionOpened(key, now)
+        if limit is not None:
+            self.refused(key, limit, now)
+        return key, limit
+
+    def refuseAssociation(self, key: str) -> str | None:
+        """
+        Why C{key} may not hold one more association (counted and logged),
+        or C{None}.
+        """
+        limit = self.table.associationRefusal(key)
+        if limit is None:
+            return None
+        self.refused(key, limit, self._clock.seconds())
+        return (
+            f"source {key} holds {self.policy.maxAssociations} associations, "
+            f"its limit ({LIMIT_OPTIONS[limit]})"
+        )
+
+    def refused(self, key: str, limit: SourceLimit, now: float) -> None:
+        """
+        Count a refusal of C{key} by C{limit}; log it unless one was logged
+        for them within the interval.
+        """
+        self._stats.sourceRefused(limit)
+        refusals = self.table.refusalToLog(key, limit, now)
+        if refusals is not None:
+            emitSourceLimited(key, limit.value, refusals, self._describe(limit))
+
+    def _describe(self, limit: SourceLimit) -> str:
+        policy = self.policy
+        if limit is SourceLimit.PENDING:
+            what = f"{policy.maxPending} connections not yet associated"
+        elif limit is SourceLimit.ASSOCIATIONS:
+            what = f"{policy.maxAssociations} associations"
+        else:
+            what = f"{policy.connectionRate:g} new connections per second"
+        return f"at its limit of {what}, {LIMIT_OPTIONS[limit]}"

@@ -1,0 +1,183 @@
+"""
+Tests for per-source limits (issue 15): L{dicomecho.security.sourcelimits}
+(pure: counts, buckets and log intervals with numbers for "now") and
+L{dicomecho.server.sourcegate} in a protocol on in-memory transports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.task import Clock
+
+from dicomecho.security.sourcelimits import (
+    SourceLimit,
+    SourceLimitsPolicy,
+    SourceTable,
+    sourceKey,
+)
+from dicomecho.server.factory import DICOMServerFactory
+from dicomecho.wire.pdu import AssociateAC, AssociateRJ, ReleaseRQ
+from tests.support.harness import Harness, rq
+
+
+@pytest.mark.parametrize(
+    "host, key",
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::9", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("/run/dicomecho.sock", "/run/dicomecho.sock"),
+    ],
+)
+def test_sourceKey(host: str, key: str) -> None:
+    assert sourceKey(host) == key
+
+
+def test_pendingLimit() -> None:
+    table = SourceTable(SourceLimitsPolicy(maxPending=2, connectionRate=0))
+    assert table.connectionOpened("a", 0.0) is None
+    assert table.connectionOpened("a", 0.0) is None
+    assert table.connectionOpened("a", 0.0) is SourceLimit.PENDING
+    assert table.connectionOpened("b", 0.0) is None  # another source is not affected
+    table.uncount("a", SourceLimit.PENDING)
+    assert table.connectionOpened("a", 1.0) is None
+
+
+def test_associationLimitAndMoves() -> None:
+    """
+    A pending connection that associates moves to the association count;
+    at the limit a further association is refused; one ending frees it.
+    """
+    table = SourceTable(SourceLimitsPolicy(maxPending=1, maxAssociations=1, connectionRate=0))
+    assert table.connectionOpened("a", 0.0) is None
+    assert table.associationRefusal("a") is None
+    table.associated("a")
+    assert table.connectionOpened("a", 0.0) is None  # the pending slot is free again
+    assert table.associationRefusal("a") is SourceLimit.ASSOCIATIONS
+    table.uncount("a", SourceLimit.ASSOCIATIONS)
+    assert table.associationRefusal("a") is None
+
+
+def test_rateLimitRefills() -> None:
+    table = SourceTable(SourceLimitsPolicy(maxPending=0, connectionRate=10, connectionBurst=3))
+    assert [table.connectionOpened("a", 0.0) for _ in range(4)] == [None, None, None, SourceLimit.RATE]
+    assert table.connectionOpened("a", 0.05) is SourceLimit.RATE  # half a token
+    assert table.connectionOpened("a", 0.1) is None
+    assert table.connectionOpened("b", 0.1) is None
+
+
+def test_idleSourcesAreForgotten() -> None:
+    """
+    A source that holds nothing and whose bucket is full again takes no
+    room: the table stays bounded by live connections and recent sources.
+    """
+    table = SourceTable(SourceLimitsPolicy(connectionRate=100, connectionBurst=10))
+    for n in range(1000):
+        table.connectionOpened(f"10.0.{n // 256}.{n % 256}", 0.0)
+        table.uncount(f"10.0.{n // 256}.{n % 256}", SourceLimit.PENDING)
+    table.prune(0.0)
+    assert len(table) == 1000  # buckets not yet full
+    table.prune(1.0)
+    assert len(table) == 0
+
+
+def test_oneLogLinePerInterval() -> None:
+    table = SourceTable(SourceLimitsPolicy(logInterval=10.0))
+    assert table.refusalToLog("a", SourceLimit.RATE, 0.0) == 1
+    assert [table.refusalToLog("a", SourceLimit.RATE, t) for t in (1.0, 2.0, 9.0)] == [None] * 3
+    assert table.refusalToLog("a", SourceLimit.PENDING, 9.0) == 1  # another limit: its own line
+    assert table.refusalToLog("a", SourceLimit.RATE, 10.5) == 4  # the three held back, and this one
+
+
+def harness(factory: DICOMServerFactory, clock: Clock, host: str, port: int = 40000) -> Harness:
+    address = IPv6Address("TCP", host, port) if ":" in host else IPv4Address("TCP", host, port)
+    return Harness(factory, clock, address)
+
+
+def test_pendingBeyondTheLimitIsClosed(events: list[dict[str, Any]]) -> None:
+    """
+    Silent connections from one source beyond its pending limit are closed
+    at once, with one log line for the source; another source is served.
+    """
+    clock = Clock()
+    factory = DICOMServerFactory(clock=clock, sourceLimits=SourceLimitsPolicy(maxPending=3))
+    silent = [harness(factory, clock, "192.0.2.1", 1000 + n) for n in range(5)]
+    assert [h.transport.disconnecting for h in silent] == [False] * 3 + [True] * 2
+    other = harness(factory, clock, "192.0.2.2")
+    other.send(rq())
+    assert isinstance(other.received()[0], AssociateAC)
+    limited = [e for e in events if e.get("dicomEvent") == "source-limited"]
+    assert len(limited) == 1 and limited[0]["source"] == "192.0.2.1"
+    assert limited[0]["limit"] == "pending" and "--max-pending-per-source" in limited[0]["detail"]
+    assert factory.stats.sourceRefusals == {"pending": 2}
+    for h in silent + [other]:
+        h.close()
+    clock.advance(10)
+    factory.sources.table.prune(clock.seconds())
+    assert len(factory.sources.table) == 0
+
+
+def test_associationsBeyondTheLimitAreRejected() -> None:
+    """
+    An association beyond the source's limit is rejected (2, 3, 2) with the
+    limit named; a release frees the slot; other sources are served.
+    """
+    clock = Clock()
+    factory = DICOMServerFactory(clock=clock, sourceLimits=SourceLimitsPolicy(maxAssociations=2))
+    held = [harness(factory, clock, "2001:db8::1", 1000 + n) for n in range(2)]
+    for h in held:
+        h.send(rq())
+        assert isinstance(h.received()[0], AssociateAC)
+    # Another address in the same /64 is the same source.
+    third = harness(factory, clock, "2001:db8::2")
+    third.send(rq())
+    (rj,) = third.received()
+    assert isinstance(rj, AssociateRJ) and (rj.result, rj.source, rj.reason) == (2, 3, 2)
+    assert "--max-associations-per-source" in third.protocol.association.reason
+    assert isinstance(_associate(factory, clock, "2001:db9::1"), AssociateAC)
+    held[0].send(ReleaseRQ())
+    held[0].received()
+    assert isinstance(_associate(factory, clock, "2001:db8::3"), AssociateAC)
+    assert factory.stats.sourceRefusals == {"associations": 1}
+
+
+def _associate(factory: DICOMServerFactory, clock: Clock, host: str) -> Any:
+    h = harness(factory, clock, host)
+    h.send(rq())
+    return h.received()[0]
+
+
+def test_connectionRateBeyondTheBurstIsClosed() -> None:
+    clock = Clock()
+    policy = SourceLimitsPolicy(maxPending=0, connectionRate=2, connectionBurst=2)
+    factory = DICOMServerFactory(clock=clock, sourceLimits=policy)
+    first = [harness(factory, clock, "192.0.2.9", 1000 + n) for n in range(3)]
+    assert [h.transport.disconnecting for h in first] == [False, False, True]
+    clock.advance(0.5)
+    assert not harness(factory, clock, "192.0.2.9", 2000).transport.disconnecting
+    assert factory.stats.sourceRefusals == {"rate": 1}
+
+
+def test_countsReturnToZero() -> None:
+    """
+    Whatever way connections end (release, abort, close before a request),
+    the source's counts return to zero and its entry goes.
+    """
+    clock = Clock()
+    factory = DICOMServerFactory(clock=clock, sourceLimits=SourceLimitsPolicy(connectionRate=0))
+    released = harness(factory, clock, "192.0.2.5", 1)
+    released.send(rq())
+    released.send(ReleaseRQ())
+    released.close()
+    silent = harness(factory, clock, "192.0.2.5", 2)
+    silent.close()
+    aborted = harness(factory, clock, "192.0.2.5", 3)
+    aborted.send(rq())
+    aborted.close()
+    factory.sources.table.prune(clock.seconds())
+    assert len(factory.sources.table) == 0
