@@ -181,3 +181,51 @@ def test_countsReturnToZero() -> None:
     aborted.close()
     factory.sources.table.prune(clock.seconds())
     assert len(factory.sources.table) == 0
+
+
+class FakeLimits:
+    """
+    C{resource}'s getrlimit/setrlimit for RLIMIT_NOFILE, in memory.
+    """
+
+    def __init__(self, soft: int, hard: int) -> None:
+        self.limits = (soft, hard)
+
+    def getrlimit(self, which: int) -> tuple[int, int]:
+        return self.limits
+
+    def setrlimit(self, which: int, limits: tuple[int, int]) -> None:
+        if limits[0] > self.limits[1]:
+            raise ValueError("not allowed to raise maximum limit")
+        self.limits = limits
+
+
+@pytest.mark.parametrize(
+    "soft, hard, inEffect, warned",
+    [
+        (1024, 4096, 4096, False),  # raised to the hard limit
+        (1024, 1024, 1024, True),  # cannot be raised: 500 + 1024 do not fit
+        (65536, 65536, 65536, False),
+    ],
+)
+def test_descriptorLimit(
+    monkeypatch: Any, events: list[dict[str, Any]], soft: int, hard: int, inEffect: int, warned: bool
+) -> None:
+    """
+    At start-up the soft descriptor limit is raised to the hard one and
+    logged; a limit that cannot hold the associations allowed plus room for
+    pending connections is a warning shown at any level but quiet.
+    """
+    from dicomecho.server import filelimit
+
+    fake = FakeLimits(soft, hard)
+    monkeypatch.setattr(filelimit.resource, "getrlimit", fake.getrlimit)
+    monkeypatch.setattr(filelimit.resource, "setrlimit", fake.setrlimit)
+    assert filelimit.noteDescriptorLimit(500) == inEffect
+    assert fake.limits == (inEffect, hard)
+    lines = [e for e in events if e.get("dicomEvent") == "descriptor-limit"]
+    assert lines[0]["soft"] == inEffect
+    warnings = [e for e in lines if e.get("dicomAlways")]
+    assert bool(warnings) == warned
+    if warned:
+        assert warnings[0]["needed"] == 500 + filelimit.PENDING_ROOM

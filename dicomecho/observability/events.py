@@ -68,6 +68,7 @@ class EventName(Enum):
     LISTEN_FAILED = "listen-failed"
     METRICS_LISTENING = "metrics-listening"
     INSECURE_LISTENER = "insecure-listener"
+    DESCRIPTOR_LIMIT = "descriptor-limit"
     SHUTDOWN = "shutdown"
     SHUTDOWN_ABORT = "shutdown-abort"
     CONNECTION_REFUSED = "connection-refused"
@@ -106,6 +107,26 @@ def commandName(commandField: int) -> str:
 
 
 # --- the server's life ---------------------------------------------------------
+
+
+def emitDescriptorLimit(soft: int, hard: int, needed: int, maxAssociations: int) -> None:
+    """
+    The descriptor limit in effect (debug; JSON only, echoscp's C{-d} has
+    no such line), and a warning at any level but quiet when it is below
+    C{needed} (C{soft} of -1 is unlimited).
+    """
+    fields = dict(peer="", soft=soft, hard=hard, needed=needed, maxAssociations=maxAssociations)
+    name = EventName.DESCRIPTOR_LIMIT.value
+    log.debug("File descriptor limit: {soft} (hard limit {hard})", dicomEvent=name, **fields)
+    if 0 <= soft < needed:
+        log.warn(
+            "File descriptor limit {soft} is below the {needed} that {maxAssociations} "
+            "associations and connections not yet associated need: raise the hard "
+            "limit (systemd: LimitNOFILE=) or lower --max-associations",
+            dicomEvent=name,
+            dicomAlways=True,
+            **fields,
+        )
 
 
 def emitShutdown(associations: int, connections: int, grace: float) -> None:

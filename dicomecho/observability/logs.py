@@ -247,6 +247,13 @@ def _renderSummary(event: LogEvent, level: LogLevel, debug: bool) -> list[_Line]
     return _main(level, escape(text, backslash=False))
 
 
+
+
+def _renderDescriptorLimit(event: LogEvent, level: LogLevel, debug: bool) -> list[_Line]:
+    # The limit in effect is for the JSON log: echoscp's -d lines have no
+    # such line. Its warning (a limit too low) is shown.
+    return _formatted(level, event) if level >= LogLevel.warn else []
+
 _RENDERERS: dict[str, _Renderer] = {
     EventName.STARTUP.value: _renderStartup,
     EventName.LISTENING.value: _renderListening,
@@ -262,6 +269,7 @@ _RENDERERS: dict[str, _Renderer] = {
     EventName.INVALID_PDU.value: _renderInvalid,
     EventName.RESPONDER_FAILED.value: _renderFailed,
     EventName.ASSOCIATION_SUMMARY.value: _renderSummary,
+    EventName.DESCRIPTOR_LIMIT.value: _renderDescriptorLimit,
 }
 
 #: Events whose JSON C{text} is their format string, not their console

@@ -360,6 +360,19 @@ def _identityChecker(
     return checker, ThreadPoolService(pool)
 
 
+def _sourceLimits(options: Options) -> SourceLimitsPolicy:
+    """
+    The per-source limits the options set (bursts of twice the rate).
+    """
+    rate = options["connection-rate-per-source"]
+    return SourceLimitsPolicy(
+        maxPending=options["max-pending-per-source"],
+        maxAssociations=options["max-associations-per-source"],
+        connectionRate=rate,
+        connectionBurst=max(1, int(2 * rate)),
+    )
+
+
 def makeService(options: Options, reactor: IReactorCore | None = None) -> IService:
     """
     A L{DICOMEchoService} of one listening service per endpoint, all
@@ -370,6 +383,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
     from twisted.internet.endpoints import serverFromString
 
     from dicomecho.server.factory import DICOMServerFactory
+    from dicomecho.server.filelimit import noteDescriptorLimit
     from dicomecho.server.proxyheader import serverFromDescription
 
     if reactor is None:
@@ -378,6 +392,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         reactor = globalReactor
     setLogLevel(options["logLevelValue"])
     logStartup(__version__)
+    noteDescriptorLimit(options["max-associations"])
     checker, threads = None, None
     if options["credentialsStore"] is not None:
         checker, threads = _identityChecker(options["credentialsStore"], reactor)
@@ -392,12 +407,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         networkTimeout=options["network-timeout"],
         maxAssociations=options["max-associations"],
         maxAssociateLength=options["max-associate-length"],
-        sourceLimits=SourceLimitsPolicy(
-            maxPending=options["max-pending-per-source"],
-            maxAssociations=options["max-associations-per-source"],
-            connectionRate=options["connection-rate-per-source"],
-            connectionBurst=max(1, int(2 * options["connection-rate-per-source"])),
-        ),
+        sourceLimits=_sourceLimits(options),
         access=options["access"],
         userIdentity=options["user-identity"],
         identityChecker=checker,
