@@ -221,11 +221,39 @@ def test_descriptorLimit(
     fake = FakeLimits(soft, hard)
     monkeypatch.setattr(filelimit.resource, "getrlimit", fake.getrlimit)
     monkeypatch.setattr(filelimit.resource, "setrlimit", fake.setrlimit)
-    assert filelimit.noteDescriptorLimit(500) == inEffect
+    assert filelimit.noteDescriptorLimit(500, 1024) == inEffect
     assert fake.limits == (inEffect, hard)
     lines = [e for e in events if e.get("dicomEvent") == "descriptor-limit"]
     assert lines[0]["soft"] == inEffect
     warnings = [e for e in lines if e.get("dicomAlways")]
     assert bool(warnings) == warned
     if warned:
-        assert warnings[0]["needed"] == 500 + filelimit.PENDING_ROOM
+        assert warnings[0]["needed"] > 500 + 1024
+
+
+def test_oldestPendingIsShed(events: list[dict[str, Any]]) -> None:
+    """
+    At the bound on connections not yet associated, the oldest is closed
+    to make room for the new one, which is served; one log line counts the
+    connections shed, and the metrics count every one.
+    """
+    clock = Clock()
+    factory = DICOMServerFactory(clock=clock, maxPending=3)
+    silent = [harness(factory, clock, f"192.0.2.{n}") for n in range(1, 6)]
+    assert [h.transport.disconnecting for h in silent] == [True, True, False, False, False]
+    assert silent[0].protocol.association.reason.startswith("closed to make room")
+    newest = harness(factory, clock, "198.51.100.1")
+    assert silent[2].transport.disconnecting
+    newest.send(rq())
+    assert isinstance(newest.received()[0], AssociateAC)
+    # Associated: no longer pending, so never shed.
+    for n in range(3):
+        harness(factory, clock, f"203.0.113.{n}")
+    assert not newest.transport.disconnecting
+    assert factory.stats.shedConnections == 5
+    shed = [e for e in events if e.get("dicomEvent") == "connections-shed"]
+    assert len(shed) == 1 and shed[0]["shed"] == 1 and shed[0]["limit"] == 3
+    clock.advance(11)
+    harness(factory, clock, "203.0.113.9")
+    shed = [e for e in events if e.get("dicomEvent") == "connections-shed"]
+    assert [e["shed"] for e in shed] == [1, 5]

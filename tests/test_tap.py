@@ -52,6 +52,7 @@ def test_defaults() -> None:
     assert o["max-associate-length"] == 262144
     assert (o["max-pending-per-source"], o["max-associations-per-source"]) == (64, 100)
     assert o["connection-rate-per-source"] == 1000
+    assert o["max-pending"] == 1024
     assert o["transferSyntaxes"] is TransferSyntaxPreference.DEFAULT
     assert o["logLevelValue"] == LogLevel.error
     assert o["endpoints"] == ["tcp:11112:interface=0.0.0.0:backlog=128"]
@@ -208,7 +209,7 @@ def test_makeService() -> None:
         "--require-called-aet", "--allow-calling-aet", "MOD1", "--max-associations", "7",
         "--max-associate-length", "131072", "--listen", "tcp:0", "--listen", "tcp:1",
         "--max-pending-per-source", "8", "--max-associations-per-source", "0",
-        "--connection-rate-per-source", "2.5",
+        "--connection-rate-per-source", "2.5", "--max-pending", "99",
     )
     top = makeService(options, reactor)
     services = list(top)
@@ -228,6 +229,7 @@ def test_makeService() -> None:
     limits = factory.sources.policy
     assert (limits.maxPending, limits.maxAssociations) == (8, 0)
     assert (limits.connectionRate, limits.connectionBurst) == (2.5, 5)
+    assert factory.pending.limit == 99
     assert factory.clock is reactor
     assert logLevel() == LogLevel.debug
     top.privilegedStartService()

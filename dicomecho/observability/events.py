@@ -73,6 +73,7 @@ class EventName(Enum):
     SHUTDOWN_ABORT = "shutdown-abort"
     CONNECTION_REFUSED = "connection-refused"
     SOURCE_LIMITED = "source-limited"
+    CONNECTIONS_SHED = "connections-shed"
     CONNECTION_CLOSED = "connection-closed"
     PROXY_HEADER_INVALID = "proxy-header-invalid"
     TLS_ESTABLISHED = "tls-established"
@@ -122,7 +123,7 @@ def emitDescriptorLimit(soft: int, hard: int, needed: int, maxAssociations: int)
         log.warn(
             "File descriptor limit {soft} is below the {needed} that {maxAssociations} "
             "associations and connections not yet associated need: raise the hard "
-            "limit (systemd: LimitNOFILE=) or lower --max-associations",
+            "limit (systemd: LimitNOFILE=) or lower --max-associations/--max-pending",
             dicomEvent=name,
             dicomAlways=True,
             **fields,
@@ -173,6 +174,21 @@ def emitSourceLimited(source: str, limit: str, refusals: int, detail: str) -> No
         limit=limit,
         refusals=refusals,
         detail=detail,
+    )
+
+
+def emitConnectionsShed(shed: int, limit: int) -> None:
+    """
+    The oldest connections not yet associated were closed to make room:
+    one line per interval, counting those since the last.
+    """
+    log.warn(
+        "Closed {shed} connection(s) not yet associated to make room for newer "
+        "ones (at the limit of {limit}, --max-pending)",
+        dicomEvent=EventName.CONNECTIONS_SHED.value,
+        peer="",
+        shed=shed,
+        limit=limit,
     )
 
 

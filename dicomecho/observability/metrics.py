@@ -101,6 +101,12 @@ def _refusals(stats: list[Any]) -> Iterator[Any]:
         "Connections closed on connect: source not in the allow-list.",
         value=_total(stats, "refusedConnections"),
     )
+    yield CounterMetricFamily(
+        f"{_NAMESPACE}_connections_shed",
+        "Connections not yet associated closed to make room for newer ones "
+        "(--max-pending).",
+        value=_total(stats, "shedConnections"),
+    )
     yield _labelled(
         "source_limit_refusals",
         "Connections closed (pending, rate) or associations rejected (2, 3, 2) "

@@ -52,6 +52,8 @@ class ServerStats:
         self.accepted = 0
         self.released = 0
         self.refusedConnections = 0
+        #: Connections not yet associated closed to make room for newer ones.
+        self.shedConnections = 0
         #: Messages answered on connections already closed (live ones are
         #: the factory's to add).
         self.messagesOfClosed = 0
@@ -76,6 +78,9 @@ class ServerStats:
 
     def connectionRefused(self) -> None:
         self.refusedConnections += 1
+
+    def connectionShed(self) -> None:
+        self.shedConnections += 1
 
     def sourceRefused(self, limit: SourceLimit) -> None:
         self.sourceRefusals[limit.value] = self.sourceRefusals.get(limit.value, 0) + 1

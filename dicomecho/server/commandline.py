@@ -132,6 +132,8 @@ HELP: tuple[tuple[str, tuple[HelpEntry, ...]], ...] = (
         HelpEntry("backlog", "N", "listen queue length for a port number"),
         HelpEntry("max-associations", "N", "reject (2, 3, 2) beyond this many "
                   "associations at once"),
+        HelpEntry("max-pending", "N", "hold at most N connections not yet associated, "
+                  "closing the oldest to make room; 0: no limit"),
         HelpEntry("max-pending-per-source", "N", "close a source's connections "
                   "beyond N not yet associated (TLS handshakes count); 0: no limit"),
         HelpEntry("max-associations-per-source", "N", "reject (2, 3, 2) a source's "

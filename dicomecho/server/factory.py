@@ -32,8 +32,9 @@ from dicomecho.security.identity import (
     IUserIdentityChecker,
     UserIdentityMode,
 )
-from dicomecho.security.sourcelimits import SourceLimitsPolicy
+from dicomecho.security.sourcelimits import SourceLimit, SourceLimitsPolicy
 from dicomecho.server.protocol import DICOMAssociationProtocol
+from dicomecho.server.pending import DEFAULT_MAX_PENDING, PendingConnections
 from dicomecho.server.sourcegate import SourceGate
 from dicomecho.services.verification import IServiceResponder, VerificationResponder
 from dicomecho.wire.framer import DEFAULT_MAX_ASSOCIATE_LENGTH
@@ -100,6 +101,7 @@ class DICOMServerFactory(ServerFactory):
         identityChecker: IUserIdentityChecker | None = None,
         maxIdentityChecks: int = 32,
         sourceLimits: SourceLimitsPolicy | None = None,
+        maxPending: int = DEFAULT_MAX_PENDING,
         clock: IReactorTime | None = None,
     ) -> None:
         if clock is None:
@@ -133,6 +135,7 @@ class DICOMServerFactory(ServerFactory):
         self.acceptances = AcceptanceCache()
         self.stats = ServerStats()
         self.sources = SourceGate(sourceLimits or SourceLimitsPolicy(), self.stats, self.clock)
+        self.pending = PendingConnections(maxPending, self.stats, self.clock)
         self._protocols: set[DICOMAssociationProtocol] = set()
         self._drained: Deferred[None] | None = None
         self._drainCalls: list[IDelayedCall] = []
@@ -219,11 +222,24 @@ class DICOMServerFactory(ServerFactory):
         """
         self._protocols.add(protocol)
 
+    def admitConnection(
+        self, protocol: DICOMAssociationProtocol, host: str
+    ) -> tuple[str, SourceLimit | None]:
+        """
+        A connection from C{host} (its source's limits are judged, see
+        L{SourceGate.admit}); admitted, it is pending until associated.
+        """
+        key, limit = self.sources.admit(host)
+        if limit is None:
+            self.pending.add(protocol)
+        return key, limit
+
     def connectionClosed(self, protocol: DICOMAssociationProtocol) -> None:
         """
         C{protocol}'s connection is closed.
         """
         self._protocols.discard(protocol)
+        self.pending.discard(protocol)
         if self.draining and not self._protocols and self._drainCalls:
             self._drainFinished()
 

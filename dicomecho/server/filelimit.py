@@ -14,11 +14,10 @@ import resource
 
 from dicomecho.observability.events import emitDescriptorLimit
 
-__all__ = ["PENDING_ROOM", "raiseDescriptorLimit", "noteDescriptorLimit"]
+__all__ = ["raiseDescriptorLimit", "noteDescriptorLimit"]
 
-#: Descriptors to keep for connections not yet associated, listeners and
-#: logs, beyond one per association allowed.
-PENDING_ROOM = 1024
+#: Descriptors for listeners, logs and the like.
+_OWN_USE = 64
 
 
 def raiseDescriptorLimit() -> tuple[int, int]:
@@ -37,13 +36,13 @@ def raiseDescriptorLimit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-def noteDescriptorLimit(maxAssociations: int) -> int:
+def noteDescriptorLimit(maxAssociations: int, maxPending: int) -> int:
     """
     Raise the limit; log it (debug), and warn (at any level but quiet) if
-    it cannot hold C{maxAssociations} plus L{PENDING_ROOM}. The soft limit
-    in effect.
+    it cannot hold C{maxAssociations} plus C{maxPending} connections not yet
+    associated (and a few for the process itself). The soft limit in effect.
     """
     soft, hard = raiseDescriptorLimit()
-    needed = maxAssociations + PENDING_ROOM
+    needed = maxAssociations + maxPending + _OWN_USE
     emitDescriptorLimit(soft, hard, needed, maxAssociations)
     return soft

@@ -64,6 +64,7 @@ from dicomecho.server.admission import (
     isTLSTransport,
 )
 from dicomecho.server.proxyheader import incompleteHeader
+from dicomecho.server.pending import PendingConnections
 from dicomecho.server.sourcegate import SourceGate
 from dicomecho.security.tls import tlsSessionInfo
 
@@ -81,6 +82,11 @@ class ServerHost(AssociationHost, AdmissionPolicy, TypingProtocol):
 
     clock: IReactorTime
     sources: SourceGate
+    pending: PendingConnections
+
+    def admitConnection(
+        self, protocol: DICOMAssociationProtocol, host: str
+    ) -> tuple[str, SourceLimit | None]: ...
 
     def connectionOpened(self, protocol: DICOMAssociationProtocol) -> None: ...
 
@@ -195,10 +201,7 @@ class DICOMAssociationProtocol(Protocol):
         return self._source
 
     def judgeSource(self) -> bool:
-        """
-        Judge the peer's address by the access list, then the per-source
-        limits (it then counts as pending); close it if refused.
-        """
+        """Judge the peer by the access list and the per-source limits."""
         if not self._server.policy.access.empty and not self._admissionFor().checkAccessList():
             return False
         host = self._connectedFrom
@@ -206,7 +209,7 @@ class DICOMAssociationProtocol(Protocol):
             host = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
             if not isinstance(host, str):
                 return True
-        key, limit = self._server.sources.admit(host)
+        key, limit = self._server.admitConnection(self, host)
         if limit is not None:
             self._admissionFor().refuseQuietly(f"source {key} at its {limit.value} limit")
             return False
@@ -467,6 +470,7 @@ class DICOMAssociationProtocol(Protocol):
         server = self._server
         server.activeAssociations += 1
         self._counted = True
+        server.pending.discard(self)
         if self._sourceCount is not None:
             server.sources.table.associated(self._source)  # type: ignore[arg-type]
             self._sourceCount = SourceLimit.ASSOCIATIONS

@@ -52,6 +52,7 @@ from dicomecho.server.optionvalues import (
     seconds,
     userIdentityMode,
 )
+from dicomecho.server.pending import DEFAULT_MAX_PENDING
 from dicomecho.server.services import (
     DICOMEchoService,
     DICOMListeningService,
@@ -127,6 +128,7 @@ class Options(usage.Options):
         ["max-associations", None, DEFAULT_MAX_ASSOCIATIONS, HELP_TEXT["max-associations"], positiveNumber],
         ["max-associate-length", None, DEFAULT_MAX_ASSOCIATE_LENGTH,
          HELP_TEXT["max-associate-length"], associateLength],
+        ["max-pending", None, DEFAULT_MAX_PENDING, HELP_TEXT["max-pending"], wholeNumber],
         ["max-pending-per-source", None, _SOURCE_DEFAULTS.maxPending,
          HELP_TEXT["max-pending-per-source"], wholeNumber],
         ["max-associations-per-source", None, _SOURCE_DEFAULTS.maxAssociations,
@@ -392,7 +394,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         reactor = globalReactor
     setLogLevel(options["logLevelValue"])
     logStartup(__version__)
-    noteDescriptorLimit(options["max-associations"])
+    noteDescriptorLimit(options["max-associations"], options["max-pending"])
     checker, threads = None, None
     if options["credentialsStore"] is not None:
         checker, threads = _identityChecker(options["credentialsStore"], reactor)
@@ -408,6 +410,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         maxAssociations=options["max-associations"],
         maxAssociateLength=options["max-associate-length"],
         sourceLimits=_sourceLimits(options),
+        maxPending=options["max-pending"],
         access=options["access"],
         userIdentity=options["user-identity"],
         identityChecker=checker,
