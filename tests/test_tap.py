@@ -51,7 +51,7 @@ def test_defaults() -> None:
     assert o["max-associations"] == 500
     assert o["max-associate-length"] == 262144
     assert (o["max-pending-per-source"], o["max-associations-per-source"]) == (64, 100)
-    assert o["connection-rate-per-source"] == 1000
+    assert o["connection-rate-per-source"] == 5000
     assert o["max-pending"] == 1024
     assert o["transferSyntaxes"] is TransferSyntaxPreference.DEFAULT
     assert o["logLevelValue"] == LogLevel.error

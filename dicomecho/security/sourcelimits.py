@@ -75,8 +75,8 @@ class SourceLimitsPolicy:
 
     maxPending: int = 64
     maxAssociations: int = 100
-    connectionRate: float = 1000.0
-    connectionBurst: int = 2000
+    connectionRate: float = 5000.0
+    connectionBurst: int = 10000
     logInterval: float = 10.0
 
 
