@@ -164,3 +164,14 @@ def test_anyRequestDecodesOrIsRefused(items: list[tuple[int, bytes]]) -> None:
         decodePDU(1, fixed() + b"".join(item(t, b) for t, b in items))
     except PDUDecodeError:
         pass
+
+
+def test_fixedPartAlone() -> None:
+    """
+    C{AssociateRQ.decodeFixedPart} reads the AE titles and version and
+    nothing else: items that would not decode are not looked at.
+    """
+    rq = AssociateRQ.decodeFixedPart(fixed() + item(0x99, b"\xff" * 3) + b"\x01")
+    assert (rq.calledAETitle, rq.callingAETitle, rq.protocolVersion) == ("ECHOSCP", "SCU", 1)
+    assert rq.presentationContexts == () and rq.userInformation is None
+    refused(fixed()[:67], "shorter than its 68-byte fixed part")

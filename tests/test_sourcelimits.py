@@ -6,6 +6,7 @@ L{dicomecho.server.sourcegate} in a protocol on in-memory transports.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import pytest
@@ -179,6 +180,7 @@ def test_countsReturnToZero() -> None:
     aborted = harness(factory, clock, "192.0.2.5", 3)
     aborted.send(rq())
     aborted.close()
+    clock.advance(10)
     factory.sources.table.prune(clock.seconds())
     assert len(factory.sources.table) == 0
 
@@ -257,3 +259,49 @@ def test_oldestPendingIsShed(events: list[dict[str, Any]]) -> None:
     harness(factory, clock, "203.0.113.9")
     shed = [e for e in events if e.get("dicomEvent") == "connections-shed"]
     assert [e["shed"] for e in shed] == [1, 5]
+
+
+def test_requestBytesBucket() -> None:
+    table = SourceTable(SourceLimitsPolicy(requestBytesPerSecond=1000, requestBytesBurst=3000))
+    table.connectionOpened("a", 0.0)
+    assert table.requestRefusal("a", 2000, 0.0) is None
+    assert table.requestRefusal("a", 2000, 0.0) is SourceLimit.REQUEST_BYTES
+    # The refused 2000 were charged: 1000 - 2000, owed until paid back.
+    assert table.connectionOpened("a", 0.5) is SourceLimit.REQUEST_BYTES
+    assert table.requestRefusal("a", 2000, 4.0) is None
+    assert table.requestRefusal("unknown", 10**9, 1.0) is None  # not a counted source
+
+
+def test_requestsBeyondTheByteBudgetAreRejectedUndecoded() -> None:
+    """
+    Once a source has spent its A-ASSOCIATE-RQ bytes, its next request is
+    rejected (2, 3, 2) from its fixed part: items that would not even
+    decode are not read (else it would be an A-ABORT). Another source is
+    served; the budget refills.
+    """
+    clock = Clock()
+    policy = SourceLimitsPolicy(requestBytesPerSecond=1000, requestBytesBurst=1000)
+    factory = DICOMServerFactory(clock=clock, sourceLimits=policy)
+    first = harness(factory, clock, "192.0.2.20", 1)
+    first.send(rq())
+    assert isinstance(first.received()[0], AssociateAC)
+    # 800 bytes of empty unknown items, then one that declares more bytes
+    # than there are: over the 800 left, and invalid if decoded.
+    body = rq().encode()[6:] + b"\x60\x00\x00\x00" * 200 + b"\x99\x00\xff\xff"
+    garbage = struct.pack(">BBI", 1, 0, len(body)) + body
+    second = harness(factory, clock, "192.0.2.20", 2)
+    second.send(garbage)
+    (rj,) = second.received()
+    assert isinstance(rj, AssociateRJ) and (rj.result, rj.source, rj.reason) == (2, 3, 2)
+    assert "--request-bytes-per-source" in second.protocol.association.reason
+    assert factory.stats.sourceRefusals == {"request-bytes": 1}
+    # The refused request was charged: until it is paid back, the source's
+    # new connections are closed before they can send.
+    assert harness(factory, clock, "192.0.2.20", 4).transport.disconnecting
+    other = harness(factory, clock, "192.0.2.21")
+    other.send(garbage)
+    assert other.received()[0].pduType.value == 0x07  # decoded, and invalid: A-ABORT
+    clock.advance(2)
+    third = harness(factory, clock, "192.0.2.20", 3)
+    third.send(rq())
+    assert isinstance(third.received()[0], AssociateAC)

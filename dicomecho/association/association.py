@@ -42,7 +42,12 @@ from dicomecho.association.effects import (
     ResponderFailed,
     TimedOut,
 )
-from dicomecho.association.establishment import AssociationHost, PeerAddress, decideRequest
+from dicomecho.association.establishment import (
+    AssociationHost,
+    PeerAddress,
+    decideRequest,
+    readRequest,
+)
 from dicomecho.association.fastpaths import ResponseReplayer
 from dicomecho.association.transitions import TRANSITIONS, Event, State
 from dicomecho.association.fsm import (
@@ -196,13 +201,10 @@ class Association:
                 if response is not None:
                     self.messages += 1
                     return [SendPDU(response)]
-            known = (
-                self._host.acceptances.get(body, self._host.policy)
-                if pduType == _A_ASSOCIATE_RQ
-                else None
-            )
-            # A known request's decoded PDU is the one decoding gives.
-            pdu = known[0].rq if known is not None else decodePDU(pduType, body)
+            if pduType == _A_ASSOCIATE_RQ:
+                pdu, known = readRequest(body, self._host, self._peer)  # type: ignore[arg-type]
+            else:
+                pdu, known = decodePDU(pduType, body), None
         except RemoteProtocolError as error:
             return self._run(self._machine.invalidPDUReceived(error), [InvalidPDU(error)], now)
         return self._run(self._machine.pduReceived(pdu), [], now, body, known)
@@ -292,7 +294,7 @@ class Association:
         out: list[AssociationEffect],
         now: float,
         body: bytes | None = None,
-        known: tuple[Acceptance, bytes, object] | None = None,
+        known: tuple[Acceptance, bytes, object] | Rejection | None = None,
     ) -> list[AssociationEffect]:
         """
         Carry out the state machine's C{effects}; C{body} is the PDU being
@@ -391,7 +393,7 @@ class Association:
         out: list[AssociationEffect],
         now: float,
         body: bytes | None,
-        known: tuple[Acceptance, bytes, object] | None,
+        known: tuple[Acceptance, bytes, object] | Rejection | None,
     ) -> None:
         self.titles = (rq.callingAETitle, rq.calledAETitle)
         if self._host.reportsRequests():

@@ -18,6 +18,7 @@ from dicomecho.association.negotiation import (
     InvalidAssociateRequest,
     Rejection,
     identityRejection,
+    localLimitRejection,
     negotiate,
 )
 from dicomecho.wire.pdu import AssociateRQ
@@ -28,6 +29,7 @@ __all__ = [
     "AssociationHost",
     "PeerAddress",
     "Decision",
+    "readRequest",
     "decideRequest",
     "identityOf",
 ]
@@ -61,6 +63,12 @@ class AssociationHost(Protocol):
     #: Whether a User Identity sub-item is checked, and whether one is required.
     checksIdentity: bool
     requiresIdentity: bool
+
+    def refuseRequest(self, peer: PeerAddress, size: int) -> str | None:
+        """
+        Why an A-ASSOCIATE-RQ of C{size} bytes from C{peer} is not to be
+        decoded now (a per-source limit), or C{None}.
+        """
 
     def refuseAssociation(self, peer: PeerAddress) -> str | None:
         """
@@ -116,16 +124,39 @@ class Decision(NamedTuple):
     invalid: InvalidAssociateRequest | None = None
 
 
+def readRequest(
+    body: bytes, host: AssociationHost, peer: PeerAddress
+) -> tuple[AssociateRQ, tuple[Acceptance, bytes, object] | Rejection | None]:
+    """
+    Read an A-ASSOCIATE-RQ body: the request, and what decides it early,
+    if anything (for L{decideRequest}): the acceptance cache's entry for
+    these bytes, or a rejection (2, 3, 2) when the host will not have it
+    decoded now, in which case only its fixed part is read.
+
+    @raise RemoteProtocolError: if the body does not decode.
+    """
+    refusal = host.refuseRequest(peer, len(body))
+    if refusal is not None:
+        rq = AssociateRQ.decodeFixedPart(body)
+        return rq, localLimitRejection(rq, refusal)
+    known = host.acceptances.get(body, host.policy)
+    if known is not None:
+        # A known request's decoded PDU is the one decoding gives.
+        return known[0].rq, known
+    return AssociateRQ.decode(body), None
+
+
 def decideRequest(
     rq: AssociateRQ,
     host: AssociationHost,
     peer: PeerAddress,
-    known: tuple[Acceptance, bytes, object] | None,
+    known: tuple[Acceptance, bytes, object] | Rejection | None,
 ) -> Decision:
     """
-    Decide about C{rq}; C{known} is the acceptance cache's entry for its
-    bytes, if any.
+    Decide about C{rq}; C{known} is what L{readRequest} found.
     """
+    if isinstance(known, Rejection):
+        return Decision(known)
     access = host.policy.access
     localLimit = host.refuseAssociation(peer)
     info = rq.userInformation

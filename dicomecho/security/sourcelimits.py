@@ -33,6 +33,7 @@ class SourceLimit(Enum):
     PENDING = "pending"
     ASSOCIATIONS = "associations"
     RATE = "rate"
+    REQUEST_BYTES = "request-bytes"
 
 
 def sourceKey(host: str, ipv6PrefixLength: int = 64) -> str:
@@ -69,6 +70,9 @@ class SourceLimitsPolicy:
     @ivar maxAssociations: associations at once.
     @ivar connectionRate: new connections per second, on average.
     @ivar connectionBurst: new connections at once above that rate.
+    @ivar requestBytesPerSecond: A-ASSOCIATE-RQ bytes per second a source
+        may have decoded, on average (decoding is the work a peer can
+        cause before it is accepted); C{requestBytesBurst} at once.
     @ivar logInterval: seconds between two log lines for one source and
         one limit; the refusals between are counted in the next line.
     """
@@ -77,6 +81,8 @@ class SourceLimitsPolicy:
     maxAssociations: int = 100
     connectionRate: float = 5000.0
     connectionBurst: int = 10000
+    requestBytesPerSecond: float = 1024.0 * 1024
+    requestBytesBurst: int = 4 * 1024 * 1024
     logInterval: float = 10.0
 
 
@@ -85,13 +91,17 @@ class _Source:
     One source's counts and token bucket.
     """
 
-    __slots__ = ("pending", "associations", "tokens", "stamp", "logged", "unlogged")
+    __slots__ = (
+        "pending", "associations", "tokens", "stamp", "bytes", "bytesStamp", "logged", "unlogged",
+    )
 
-    def __init__(self, burst: int, now: float) -> None:
+    def __init__(self, burst: int, bytesBurst: int, now: float) -> None:
         self.pending = 0
         self.associations = 0
         self.tokens = float(burst)
         self.stamp = now
+        self.bytes = float(bytesBurst)
+        self.bytesStamp = now
         #: When each limit was last logged, and the refusals not yet logged
         #: (made at the first refusal: most sources never have one).
         self.logged: dict[SourceLimit, float] | None = None
@@ -116,19 +126,19 @@ class SourceTable:
     def _entry(self, key: str, now: float) -> _Source:
         source = self._sources.get(key)
         if source is None:
-            source = self._sources[key] = _Source(self.policy.connectionBurst, now)
+            source = self._sources[key] = _Source(self.policy.connectionBurst, self.policy.requestBytesBurst, now)
         return source
 
     def connectionOpened(self, key: str, now: float) -> SourceLimit | None:
         """
         A connection from C{key} arrived: the limit it breaks (it is then
         not counted, and must be closed), or C{None} (it is counted as
-        pending).
+        pending). A source that owes request bytes is refused here.
         """
         policy = self.policy
         source = self._sources.get(key)
         if source is None:
-            source = self._sources[key] = _Source(policy.connectionBurst, now)
+            source = self._sources[key] = _Source(policy.connectionBurst, policy.requestBytesBurst, now)
         if policy.connectionRate:
             tokens = source.tokens + (now - source.stamp) * policy.connectionRate
             if tokens > policy.connectionBurst:
@@ -138,6 +148,10 @@ class SourceTable:
                 source.tokens = tokens
                 return SourceLimit.RATE
             source.tokens = tokens - 1.0
+        if source.bytes < 0 and policy.requestBytesPerSecond:
+            owed = source.bytes + (now - source.bytesStamp) * policy.requestBytesPerSecond
+            if owed < 0:
+                return SourceLimit.REQUEST_BYTES
         if policy.maxPending and source.pending >= policy.maxPending:
             return SourceLimit.PENDING
         source.pending += 1
@@ -151,6 +165,29 @@ class SourceTable:
         source = self._sources.get(key)
         if limit and source is not None and source.associations >= limit:
             return SourceLimit.ASSOCIATIONS
+        return None
+
+    def requestRefusal(self, key: str, size: int, now: float) -> SourceLimit | None:
+        """
+        Whether C{key} may have an A-ASSOCIATE-RQ of C{size} bytes decoded
+        now (the bytes are then spent), or the limit that refuses it.
+        """
+        policy = self.policy
+        rate = policy.requestBytesPerSecond
+        source = self._sources.get(key)
+        if not rate or source is None:
+            return None
+        available = source.bytes + (now - source.bytesStamp) * rate
+        if available > policy.requestBytesBurst:
+            available = float(policy.requestBytesBurst)
+        source.bytesStamp = now
+        if available < size:
+            # The refused request is charged too, down to a debt of one
+            # burst: until it is paid back the source's new connections are
+            # closed at once (L{connectionOpened}), before they can send.
+            source.bytes = max(available - size, -float(policy.requestBytesBurst))
+            return SourceLimit.REQUEST_BYTES
+        source.bytes = available - size
         return None
 
     def associated(self, key: str) -> None:
@@ -206,6 +243,10 @@ class SourceTable:
         if policy.connectionRate:
             refilled = source.tokens + (now - source.stamp) * policy.connectionRate
             if refilled < policy.connectionBurst:
+                return
+        if policy.requestBytesPerSecond:
+            refilled = source.bytes + (now - source.bytesStamp) * policy.requestBytesPerSecond
+            if refilled < policy.requestBytesBurst:
                 return
         del self._sources[key]
 

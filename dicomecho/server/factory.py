@@ -176,6 +176,14 @@ class DICOMServerFactory(ServerFactory):
         """
         return self.draining or self.activeAssociations >= self.maxAssociations
 
+    def refuseRequest(self, peer: PeerAddress, size: int) -> str | None:
+        """
+        Why an A-ASSOCIATE-RQ of C{size} bytes from C{peer} is not to be
+        decoded now: its source's request bytes are spent (L{SourceGate}).
+        """
+        key = peer.sourceKey()
+        return None if key is None else self.sources.refuseRequest(key, size)
+
     def refuseAssociation(self, peer: PeerAddress) -> str | None:
         """
         Why a new association from C{peer} would exceed a local limit now:

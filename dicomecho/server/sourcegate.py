@@ -28,6 +28,7 @@ LIMIT_OPTIONS = {
     SourceLimit.PENDING: "--max-pending-per-source",
     SourceLimit.ASSOCIATIONS: "--max-associations-per-source",
     SourceLimit.RATE: "--connection-rate-per-source",
+    SourceLimit.REQUEST_BYTES: "--request-bytes-per-source",
 }
 
 #: Prune the table of idle sources every this many connections.
@@ -80,6 +81,18 @@ class SourceGate:
             f"its limit ({LIMIT_OPTIONS[limit]})"
         )
 
+    def refuseRequest(self, key: str, size: int) -> str | None:
+        """
+        Why C{key}'s A-ASSOCIATE-RQ of C{size} bytes may not be decoded now
+        (counted and logged), or C{None}.
+        """
+        now = self._clock.seconds()
+        limit = self.table.requestRefusal(key, size, now)
+        if limit is None:
+            return None
+        self.refused(key, limit, now)
+        return f"source {key} is at its limit of request bytes per second ({LIMIT_OPTIONS[limit]})"
+
     def refused(self, key: str, limit: SourceLimit, now: float) -> None:
         """
         Count a refusal of C{key} by C{limit}; log it unless one was logged
@@ -96,6 +109,8 @@ class SourceGate:
             what = f"{policy.maxPending} connections not yet associated"
         elif limit is SourceLimit.ASSOCIATIONS:
             what = f"{policy.maxAssociations} associations"
+        elif limit is SourceLimit.REQUEST_BYTES:
+            what = f"{policy.requestBytesPerSecond:g} A-ASSOCIATE-RQ bytes per second"
         else:
             what = f"{policy.connectionRate:g} new connections per second"
         return f"at its limit of {what}, {LIMIT_OPTIONS[limit]}"

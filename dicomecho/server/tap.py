@@ -135,6 +135,8 @@ class Options(usage.Options):
          HELP_TEXT["max-associations-per-source"], wholeNumber],
         ["connection-rate-per-source", None, _SOURCE_DEFAULTS.connectionRate,
          HELP_TEXT["connection-rate-per-source"], rate],
+        ["request-bytes-per-source", None, _SOURCE_DEFAULTS.requestBytesPerSecond,
+         HELP_TEXT["request-bytes-per-source"], rate],
         ["backlog", None, DEFAULT_BACKLOG, HELP_TEXT["backlog"], positiveNumber],
         ["shutdown-grace", None, DEFAULT_SHUTDOWN_GRACE, HELP_TEXT["shutdown-grace"], seconds],
         ["user-identity", None, UserIdentityMode.IGNORE, HELP_TEXT["user-identity"], userIdentityMode],
@@ -372,6 +374,8 @@ def _sourceLimits(options: Options) -> SourceLimitsPolicy:
         maxAssociations=options["max-associations-per-source"],
         connectionRate=rate,
         connectionBurst=max(1, int(2 * rate)),
+        requestBytesPerSecond=options["request-bytes-per-source"],
+        requestBytesBurst=max(1, int(4 * options["request-bytes-per-source"])),
     )
 
 

@@ -205,8 +205,7 @@ class _Associate:
     userInformation: UserInformation | None = None
     protocolVersion: int = 1
     unknownItems: tuple[UnknownItem, ...] = ()
-    # A count for the log, not part of the value: it is not re-encoded.
-    droppedUnknownItems: int = field(default=0, compare=False)
+    droppedUnknownItems: int = field(default=0, compare=False)  # for the log, not re-encoded
     reservedField: bytes = bytes(_RESERVED_LENGTH)
 
     pduType: ClassVar[PDUType]
@@ -249,15 +248,21 @@ class _Associate:
         return _header(self.pduType, b"".join(parts))
 
     @classmethod
-    def _decodeFields(cls, body: bytes) -> dict[str, object]:
-        what = cls.pduType.name.replace("_", "-")
+    def _fixedPart(cls, body: bytes) -> tuple[int, bytes, bytes, bytes]:
+        """Version, called and calling AE titles, reserved field (Table 9-11)."""
         if len(body) < _ASSOCIATE_FIXED.size:
             raise PDUDecodeError(
-                f"{what} PDU of {len(body)} bytes is shorter than its "
-                f"{_ASSOCIATE_FIXED.size}-byte fixed part",
+                f"{cls.pduType.name.replace('_', '-')} PDU of {len(body)} bytes is shorter "
+                f"than its {_ASSOCIATE_FIXED.size}-byte fixed part",
                 _INVALID,
             )
         version, _, called, calling, reserved = _ASSOCIATE_FIXED.unpack_from(body, 0)
+        return version, called, calling, reserved
+
+    @classmethod
+    def _decodeFields(cls, body: bytes) -> dict[str, object]:
+        what = cls.pduType.name.replace("_", "-")
+        version, called, calling, reserved = cls._fixedPart(body)
         applicationContext: str | None = None
         userInformation: UserInformation | None = None
         contexts: list[object] = []
@@ -326,6 +331,13 @@ class AssociateRQ(_Associate):
     @classmethod
     def decode(cls, body: bytes) -> AssociateRQ:
         return cls(**cls._decodeFields(body))  # type: ignore[arg-type]
+
+    @classmethod
+    def decodeFixedPart(cls, body: bytes) -> AssociateRQ:
+        """The fixed part alone, items unread: enough to reject the request."""
+        version, called, calling, reserved = cls._fixedPart(body)
+        called, calling = _decodeAETitle(called), _decodeAETitle(calling)
+        return cls(called, calling, protocolVersion=version, reservedField=reserved)
 
 
 @dataclass(frozen=True, slots=True)

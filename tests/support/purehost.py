@@ -47,6 +47,9 @@ class Host:
     atCapacity: bool = False
     reporting: bool = False
 
+    def refuseRequest(self, peer: Any, size: int) -> str | None:
+        return None
+
     def refuseAssociation(self, peer: Any) -> str | None:
         return "the limit on concurrent associations is reached" if self.atCapacity else None
 
