@@ -49,13 +49,19 @@ ATTACK_SOURCE = "127.0.0.3"
 MAX_ASSOCIATIONS = 500
 
 
-def startServer(port: int, fileLimit: int | None = None) -> subprocess.Popen[bytes]:
+def startServer(
+    port: int, fileLimit: int | None = None, log: Any = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """
+    A server on C{port} (its warnings to C{log}), under a descriptor limit
+    of C{fileLimit} if given.
+    """
     command = [sys.executable, "-m", "dicomecho", "-ba", "127.0.0.1", "--port", str(port),
-               "--max-associations", str(MAX_ASSOCIATIONS)]
+               "--max-associations", str(MAX_ASSOCIATIONS), "-ll", "warning"]
     if fileLimit is not None:
         command = ["prlimit", f"--nofile={fileLimit}:{fileLimit}", *command]
     server = subprocess.Popen(command, cwd=ROOT, env=childEnvironment(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while not isListening(port):
         if server.poll() is not None or time.monotonic() > deadline:
@@ -174,10 +180,14 @@ ATTACKS: dict[str, tuple[Callable[..., None], int | None]] = {
 }
 
 
-def runAttack(name: str, duration: float) -> dict[str, Any]:
+def runAttack(name: str, duration: float, log: Any = subprocess.DEVNULL) -> dict[str, Any]:
+    """
+    The normal SCU alone, then under attack C{name}, against a fresh
+    server whose warnings go to C{log}.
+    """
     attack, fileLimit = ATTACKS[name]
     port = freePort()
-    server = startServer(port, fileLimit)
+    server = startServer(port, fileLimit, log)
     try:
         baseline = normalSCU(port, duration)
         before = {"rssKB": rssKB(server.pid), "fds": fds(server.pid)}
