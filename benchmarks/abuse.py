@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -49,15 +50,40 @@ ATTACK_SOURCE = "127.0.0.3"
 MAX_ASSOCIATIONS = 500
 
 
+#: The TLS port of the server under C{tls-hello-flood}: C{port + 1}.
+_TLS_KEY: tuple[str, str] | None = None
+
+
+def _tlsFiles() -> tuple[str, str]:
+    """
+    A throwaway key and self-signed certificate (openssl), made once.
+    """
+    global _TLS_KEY
+    if _TLS_KEY is None:
+        directory = tempfile.mkdtemp(prefix="abuse-tls-")
+        key, cert = f"{directory}/key.pem", f"{directory}/cert.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-subj", "/CN=localhost", "-days", "1", "-keyout", key, "-out", cert],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _TLS_KEY = (key, cert)
+    return _TLS_KEY
+
+
 def startServer(
-    port: int, fileLimit: int | None = None, log: Any = subprocess.DEVNULL
+    port: int, fileLimit: int | None = None, log: Any = subprocess.DEVNULL, tls: bool = False
 ) -> subprocess.Popen[bytes]:
     """
     A server on C{port} (its warnings to C{log}), under a descriptor limit
-    of C{fileLimit} if given.
+    of C{fileLimit} if given, and with C{tls} a TLS listener on C{port + 1}.
     """
     command = [sys.executable, "-m", "dicomecho", "-ba", "127.0.0.1", "--port", str(port),
                "--max-associations", str(MAX_ASSOCIATIONS), "-ll", "warning"]
+    if tls:
+        key, cert = _tlsFiles()
+        command += ["--listen", f"dicomtls:{port + 1}:interface=127.0.0.1:privateKey={key}"
+                    f":certKey={cert}"]
     if fileLimit is not None:
         command = ["prlimit", f"--nofile={fileLimit}:{fileLimit}", *command]
     server = subprocess.Popen(command, cwd=ROOT, env=childEnvironment(),
@@ -68,6 +94,15 @@ def startServer(
             raise RuntimeError("the server did not start")
         time.sleep(0.05)
     return server
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def fds(pid: int) -> int:
@@ -129,6 +164,26 @@ def connectFlood(port: int, stop: threading.Event, held: list[socket.socket]) ->
     _threads(4, loop, stop)
 
 
+def helloFlood(port: int, stop: threading.Event, held: list[socket.socket]) -> None:
+    """
+    TLS handshakes against the TLS port (each a ClientHello the server
+    must answer with its key share and signature), 8 at a time.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                with _connect(port + 1) as raw, context.wrap_socket(raw):
+                    pass
+            except (OSError, ssl.SSLError):
+                time.sleep(0.001)
+
+    _threads(8, loop, stop)
+
+
 def silent(port: int, stop: threading.Event, held: list[socket.socket], count: int = 5000) -> None:
     for _ in range(count):
         if stop.is_set():
@@ -177,6 +232,7 @@ ATTACKS: dict[str, tuple[Callable[..., None], int | None]] = {
     "silent-raised": (silent, None),
     "held": (heldAssociations, None),
     "connect-flood": (connectFlood, None),
+    "tls-hello-flood": (helloFlood, None),
 }
 
 
@@ -187,7 +243,9 @@ def runAttack(name: str, duration: float, log: Any = subprocess.DEVNULL) -> dict
     """
     attack, fileLimit = ATTACKS[name]
     port = freePort()
-    server = startServer(port, fileLimit, log)
+    while not _free(port + 1):
+        port = freePort()
+    server = startServer(port, fileLimit, log, tls=attack is helloFlood)
     try:
         baseline = normalSCU(port, duration)
         before = {"rssKB": rssKB(server.pid), "fds": fds(server.pid)}

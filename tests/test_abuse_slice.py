@@ -26,6 +26,7 @@ EXPECTED_LIMIT = {
     "silent-raised": "--max-pending-per-source",
     "held": "--max-associations-per-source",
     "connect-flood": None,
+    "tls-hello-flood": "--tls-handshakes-per-source",
 }
 
 
@@ -33,6 +34,8 @@ EXPECTED_LIMIT = {
 def test_attack(attack: str) -> None:
     if attack.startswith("silent") and shutil.which("prlimit") is None:
         pytest.fail("prlimit (util-linux) is needed for the silent-connection attack")
+    if attack.startswith("tls") and shutil.which("openssl") is None:
+        pytest.fail("openssl is needed for the TLS attack's certificate")
     raiseFileLimit(4 * abuse.MAX_ASSOCIATIONS + 6000)
     with tempfile.TemporaryFile() as log:
         result = abuse.runAttack(attack, 1.5, log)

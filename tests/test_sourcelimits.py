@@ -305,3 +305,17 @@ def test_requestsBeyondTheByteBudgetAreRejectedUndecoded() -> None:
     third = harness(factory, clock, "192.0.2.20", 3)
     third.send(rq())
     assert isinstance(third.received()[0], AssociateAC)
+
+
+def test_handshakeRate() -> None:
+    """
+    TLS connections spend the source's handshake bucket too; plain ones
+    do not.
+    """
+    policy = SourceLimitsPolicy(maxPending=0, handshakeRate=10, handshakeBurst=2)
+    table = SourceTable(policy)
+    assert [table.connectionOpened("a", 0.0, handshake=True) for _ in range(3)] == [
+        None, None, SourceLimit.HANDSHAKES,
+    ]
+    assert table.connectionOpened("a", 0.0) is None
+    assert table.connectionOpened("a", 0.1, handshake=True) is None

@@ -34,6 +34,7 @@ class SourceLimit(Enum):
     ASSOCIATIONS = "associations"
     RATE = "rate"
     REQUEST_BYTES = "request-bytes"
+    HANDSHAKES = "handshakes"
 
 
 def sourceKey(host: str, ipv6PrefixLength: int = 64) -> str:
@@ -73,6 +74,9 @@ class SourceLimitsPolicy:
     @ivar requestBytesPerSecond: A-ASSOCIATE-RQ bytes per second a source
         may have decoded, on average (decoding is the work a peer can
         cause before it is accepted); C{requestBytesBurst} at once.
+    @ivar handshakeRate: TLS handshakes a source may start per second, on
+        average (each costs the server a key exchange and a signature as
+        soon as the ClientHello arrives); C{handshakeBurst} at once.
     @ivar logInterval: seconds between two log lines for one source and
         one limit; the refusals between are counted in the next line.
     """
@@ -83,7 +87,27 @@ class SourceLimitsPolicy:
     connectionBurst: int = 10000
     requestBytesPerSecond: float = 1024.0 * 1024
     requestBytesBurst: int = 4 * 1024 * 1024
+    handshakeRate: float = 50.0
+    handshakeBurst: int = 100
     logInterval: float = 10.0
+
+
+def _refilled(level: float, since: float, now: float, rate: float, burst: int) -> float:
+    """
+    A token bucket's level at C{now}: C{level} at C{since}, plus C{rate}
+    per second, at most C{burst}.
+    """
+    level += (now - since) * rate
+    return level if level < burst else float(burst)
+
+
+def _take(level: float, since: float, now: float, rate: float, burst: int) -> tuple[float, bool]:
+    """
+    Take one token from a bucket (see L{_refilled}): its new level, and
+    whether there was one.
+    """
+    level = _refilled(level, since, now, rate, burst)
+    return (level - 1.0, True) if level >= 1.0 else (level, False)
 
 
 class _Source:
@@ -92,16 +116,19 @@ class _Source:
     """
 
     __slots__ = (
-        "pending", "associations", "tokens", "stamp", "bytes", "bytesStamp", "logged", "unlogged",
+        "pending", "associations", "tokens", "stamp", "bytes", "bytesStamp", "shakes",
+        "shakesStamp", "logged", "unlogged",
     )
 
-    def __init__(self, burst: int, bytesBurst: int, now: float) -> None:
+    def __init__(self, burst: int, bytesBurst: int, now: float, shakesBurst: int = 0) -> None:
         self.pending = 0
         self.associations = 0
         self.tokens = float(burst)
         self.stamp = now
         self.bytes = float(bytesBurst)
         self.bytesStamp = now
+        self.shakes = float(shakesBurst)
+        self.shakesStamp = now
         #: When each limit was last logged, and the refusals not yet logged
         #: (made at the first refusal: most sources never have one).
         self.logged: dict[SourceLimit, float] | None = None
@@ -126,28 +153,39 @@ class SourceTable:
     def _entry(self, key: str, now: float) -> _Source:
         source = self._sources.get(key)
         if source is None:
-            source = self._sources[key] = _Source(self.policy.connectionBurst, self.policy.requestBytesBurst, now)
+            source = self._sources[key] = _Source(
+                self.policy.connectionBurst, self.policy.requestBytesBurst, now,
+                self.policy.handshakeBurst,
+            )
         return source
 
-    def connectionOpened(self, key: str, now: float) -> SourceLimit | None:
+    def connectionOpened(
+        self, key: str, now: float, handshake: bool = False
+    ) -> SourceLimit | None:
         """
         A connection from C{key} arrived: the limit it breaks (it is then
         not counted, and must be closed), or C{None} (it is counted as
-        pending). A source that owes request bytes is refused here.
+        pending). A source that owes request bytes is refused here, and
+        with C{handshake} (a TLS connection) one beyond its handshake rate.
         """
         policy = self.policy
         source = self._sources.get(key)
         if source is None:
-            source = self._sources[key] = _Source(policy.connectionBurst, policy.requestBytesBurst, now)
+            source = self._sources[key] = _Source(
+                policy.connectionBurst, policy.requestBytesBurst, now, policy.handshakeBurst
+            )
         if policy.connectionRate:
-            tokens = source.tokens + (now - source.stamp) * policy.connectionRate
-            if tokens > policy.connectionBurst:
-                tokens = float(policy.connectionBurst)
+            rate, burst = policy.connectionRate, policy.connectionBurst
+            source.tokens, taken = _take(source.tokens, source.stamp, now, rate, burst)
             source.stamp = now
-            if tokens < 1.0:
-                source.tokens = tokens
+            if not taken:
                 return SourceLimit.RATE
-            source.tokens = tokens - 1.0
+        if handshake and policy.handshakeRate:
+            rate, burst = policy.handshakeRate, policy.handshakeBurst
+            source.shakes, taken = _take(source.shakes, source.shakesStamp, now, rate, burst)
+            source.shakesStamp = now
+            if not taken:
+                return SourceLimit.HANDSHAKES
         if source.bytes < 0 and policy.requestBytesPerSecond:
             owed = source.bytes + (now - source.bytesStamp) * policy.requestBytesPerSecond
             if owed < 0:
@@ -177,9 +215,7 @@ class SourceTable:
         source = self._sources.get(key)
         if not rate or source is None:
             return None
-        available = source.bytes + (now - source.bytesStamp) * rate
-        if available > policy.requestBytesBurst:
-            available = float(policy.requestBytesBurst)
+        available = _refilled(source.bytes, source.bytesStamp, now, rate, policy.requestBytesBurst)
         source.bytesStamp = now
         if available < size:
             # The refused request is charged too, down to a debt of one
@@ -247,6 +283,10 @@ class SourceTable:
         if policy.requestBytesPerSecond:
             refilled = source.bytes + (now - source.bytesStamp) * policy.requestBytesPerSecond
             if refilled < policy.requestBytesBurst:
+                return
+        if policy.handshakeRate:
+            refilled = source.shakes + (now - source.shakesStamp) * policy.handshakeRate
+            if refilled < policy.handshakeBurst:
                 return
         del self._sources[key]
 

@@ -143,6 +143,8 @@ HELP: tuple[tuple[str, tuple[HelpEntry, ...]], ...] = (
         HelpEntry("request-bytes-per-source", "B", "reject (2, 3, 2) without "
                   "decoding a source's A-ASSOCIATE-RQs beyond B bytes per second "
                   "(bursts of 4B); 0: no limit"),
+        HelpEntry("tls-handshakes-per-source", "R", "close a source's new TLS "
+                  "connections beyond R handshakes per second (bursts of 2R); 0: no limit"),
         HelpEntry("max-associate-length", "[n]umber of bytes", "abort an "
                   "A-ASSOCIATE-RQ longer than n bytes (DCMTK's largest, 128 contexts "
                   "x 38 transfer syntaxes, is 129691)"),

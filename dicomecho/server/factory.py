@@ -34,6 +34,7 @@ from dicomecho.security.identity import (
 )
 from dicomecho.security.sourcelimits import SourceLimit, SourceLimitsPolicy
 from dicomecho.server.protocol import DICOMAssociationProtocol
+from dicomecho.server.admission import isTLSTransport
 from dicomecho.server.pending import DEFAULT_MAX_PENDING, PendingConnections
 from dicomecho.server.sourcegate import SourceGate
 from dicomecho.services.verification import IServiceResponder, VerificationResponder
@@ -237,7 +238,7 @@ class DICOMServerFactory(ServerFactory):
         A connection from C{host} (its source's limits are judged, see
         L{SourceGate.admit}); admitted, it is pending until associated.
         """
-        key, limit = self.sources.admit(host)
+        key, limit = self.sources.admit(host, isTLSTransport(protocol.transport))
         if limit is None:
             self.pending.add(protocol)
         return key, limit

@@ -29,6 +29,7 @@ LIMIT_OPTIONS = {
     SourceLimit.ASSOCIATIONS: "--max-associations-per-source",
     SourceLimit.RATE: "--connection-rate-per-source",
     SourceLimit.REQUEST_BYTES: "--request-bytes-per-source",
+    SourceLimit.HANDSHAKES: "--tls-handshakes-per-source",
 }
 
 #: Prune the table of idle sources every this many connections.
@@ -50,7 +51,7 @@ class SourceGate:
     def policy(self) -> SourceLimitsPolicy:
         return self.table.policy
 
-    def admit(self, host: str) -> tuple[str, SourceLimit | None]:
+    def admit(self, host: str, handshake: bool = False) -> tuple[str, SourceLimit | None]:
         """
         A connection from C{host}: its source, and the limit that refuses
         it (then it is not counted, and the caller closes it) or C{None}
@@ -62,7 +63,7 @@ class SourceGate:
         self._opened += 1
         if self._opened % _PRUNE_EVERY == 0:
             self.table.prune(now)
-        limit = self.table.connectionOpened(key, now)
+        limit = self.table.connectionOpened(key, now, handshake)
         if limit is not None:
             self.refused(key, limit, now)
         return key, limit
@@ -109,6 +110,8 @@ class SourceGate:
             what = f"{policy.maxPending} connections not yet associated"
         elif limit is SourceLimit.ASSOCIATIONS:
             what = f"{policy.maxAssociations} associations"
+        elif limit is SourceLimit.HANDSHAKES:
+            what = f"{policy.handshakeRate:g} TLS handshakes per second"
         elif limit is SourceLimit.REQUEST_BYTES:
             what = f"{policy.requestBytesPerSecond:g} A-ASSOCIATE-RQ bytes per second"
         else:

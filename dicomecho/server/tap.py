@@ -137,6 +137,8 @@ class Options(usage.Options):
          HELP_TEXT["connection-rate-per-source"], rate],
         ["request-bytes-per-source", None, _SOURCE_DEFAULTS.requestBytesPerSecond,
          HELP_TEXT["request-bytes-per-source"], rate],
+        ["tls-handshakes-per-source", None, _SOURCE_DEFAULTS.handshakeRate,
+         HELP_TEXT["tls-handshakes-per-source"], rate],
         ["backlog", None, DEFAULT_BACKLOG, HELP_TEXT["backlog"], positiveNumber],
         ["shutdown-grace", None, DEFAULT_SHUTDOWN_GRACE, HELP_TEXT["shutdown-grace"], seconds],
         ["user-identity", None, UserIdentityMode.IGNORE, HELP_TEXT["user-identity"], userIdentityMode],
@@ -376,6 +378,8 @@ def _sourceLimits(options: Options) -> SourceLimitsPolicy:
         connectionBurst=max(1, int(2 * rate)),
         requestBytesPerSecond=options["request-bytes-per-source"],
         requestBytesBurst=max(1, int(4 * options["request-bytes-per-source"])),
+        handshakeRate=options["tls-handshakes-per-source"],
+        handshakeBurst=max(1, int(2 * options["tls-handshakes-per-source"])),
     )
 
 
