@@ -112,7 +112,7 @@ def _take(level: float, since: float, now: float, rate: float, burst: int) -> tu
 
 class _Source:
     """
-    One source's counts and token bucket.
+    One source's counts and token buckets, full at first.
     """
 
     __slots__ = (
@@ -120,14 +120,14 @@ class _Source:
         "shakesStamp", "logged", "unlogged",
     )
 
-    def __init__(self, burst: int, bytesBurst: int, now: float, shakesBurst: int = 0) -> None:
+    def __init__(self, policy: SourceLimitsPolicy, now: float) -> None:
         self.pending = 0
         self.associations = 0
-        self.tokens = float(burst)
+        self.tokens = float(policy.connectionBurst)
         self.stamp = now
-        self.bytes = float(bytesBurst)
+        self.bytes = float(policy.requestBytesBurst)
         self.bytesStamp = now
-        self.shakes = float(shakesBurst)
+        self.shakes = float(policy.handshakeBurst)
         self.shakesStamp = now
         #: When each limit was last logged, and the refusals not yet logged
         #: (made at the first refusal: most sources never have one).
@@ -153,10 +153,7 @@ class SourceTable:
     def _entry(self, key: str, now: float) -> _Source:
         source = self._sources.get(key)
         if source is None:
-            source = self._sources[key] = _Source(
-                self.policy.connectionBurst, self.policy.requestBytesBurst, now,
-                self.policy.handshakeBurst,
-            )
+            source = self._sources[key] = _Source(self.policy, now)
         return source
 
     def connectionOpened(
@@ -169,11 +166,7 @@ class SourceTable:
         with C{handshake} (a TLS connection) one beyond its handshake rate.
         """
         policy = self.policy
-        source = self._sources.get(key)
-        if source is None:
-            source = self._sources[key] = _Source(
-                policy.connectionBurst, policy.requestBytesBurst, now, policy.handshakeBurst
-            )
+        source = self._entry(key, now)
         if policy.connectionRate:
             rate, burst = policy.connectionRate, policy.connectionBurst
             source.tokens, taken = _take(source.tokens, source.stamp, now, rate, burst)
@@ -275,18 +268,15 @@ class SourceTable:
         # (the metrics count them all).
         if source.logged and now - max(source.logged.values()) < self.policy.logInterval:
             return
+        # A bucket not yet full again still holds what the source spent.
         policy = self.policy
-        if policy.connectionRate:
-            refilled = source.tokens + (now - source.stamp) * policy.connectionRate
-            if refilled < policy.connectionBurst:
-                return
-        if policy.requestBytesPerSecond:
-            refilled = source.bytes + (now - source.bytesStamp) * policy.requestBytesPerSecond
-            if refilled < policy.requestBytesBurst:
-                return
-        if policy.handshakeRate:
-            refilled = source.shakes + (now - source.shakesStamp) * policy.handshakeRate
-            if refilled < policy.handshakeBurst:
+        buckets = (
+            (source.tokens, source.stamp, policy.connectionRate, policy.connectionBurst),
+            (source.bytes, source.bytesStamp, policy.requestBytesPerSecond, policy.requestBytesBurst),
+            (source.shakes, source.shakesStamp, policy.handshakeRate, policy.handshakeBurst),
+        )
+        for level, since, rate, burst in buckets:
+            if rate and _refilled(level, since, now, rate, burst) < burst:
                 return
         del self._sources[key]
 

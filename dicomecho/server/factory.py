@@ -191,7 +191,7 @@ class DICOMServerFactory(ServerFactory):
         shutting down, the association limit, or its source's (counted and
         logged by L{SourceGate}); C{None} if it may be accepted.
         """
-        if self.draining or self.activeAssociations >= self.maxAssociations:
+        if self.atCapacity:
             return CAPACITY_REACHED
         key = peer.sourceKey()
         if key is None or self.sources.table.associationRefusal(key) is None:
