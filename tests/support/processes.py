@@ -453,10 +453,12 @@ def start(servers: list[Server], args: Sequence[str], **kw: object) -> Server:
 
 def freePort() -> int:
     """
-    A port on 127.0.0.1 that was free a moment ago.
+    A port that was free a moment ago on every IPv4 address: some servers
+    listen on 0.0.0.0, and a port free on 127.0.0.1 may still be held on
+    127.0.0.2 (a load generator's client in TIME_WAIT, benchmarks.abuse).
     """
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind(("0.0.0.0", 0))
         return int(probe.getsockname()[1])
 
 
