@@ -15,15 +15,21 @@ import sys
 from typing import Iterator
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IStreamServerEndpointStringParser
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.plugin import getPlugins
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 
 from dicomecho.security.tls import TLSConfigurationError
-from dicomecho.server.tlsendpoint import DICOMTLSProtocol, DICOMTLSServerEndpoint
+from dicomecho.security.sourcelimits import SourceLimitsPolicy
+from dicomecho.server.factory import DICOMServerFactory
+from dicomecho.server.tlsendpoint import DICOMTLSFactory, DICOMTLSProtocol, DICOMTLSServerEndpoint
 from tests.support.peers import ECHOSCU_TIMEOUT_OPTIONS, requireEchoscu, requirePynetdicom
 from tests.support.processes import ROOT, Server
 from tests.support.tlscerts import CLIENT_SUBJECT, TestPKI
@@ -101,9 +107,67 @@ def test_proxyOption(pki: TestPKI) -> None:
     endpoint.listen(Factory.forProtocol(Protocol))
     outer = reactor.tcpServers[0][1]
     assert isinstance(outer, HAProxyWrappingFactory)
-    assert type(outer.wrappedFactory).__name__ == "TLSMemoryBIOFactory"
+    assert isinstance(outer.wrappedFactory, DICOMTLSFactory)
+    # The address at accept is the balancer's: the client is judged later.
+    assert not outer.wrappedFactory.judgeAtAccept
     with pytest.raises(ValueError, match="proxy='maybe' is not yes"):
         serverFromString(MemoryReactor(), _description(pki, 0, proxy="maybe"))
+
+
+def _tlsListener(pki: TestPKI, limits: SourceLimitsPolicy) -> tuple[DICOMServerFactory, DICOMTLSFactory]:
+    reactor, clock = MemoryReactor(), Clock()
+    factory = DICOMServerFactory(clock=clock, sourceLimits=limits)
+    serverFromString(reactor, _description(pki, 0)).listen(factory)
+    return factory, reactor.tcpServers[0][1]
+
+
+class _TCPTransport(StringTransport):
+    """An in-memory TCP connection (the TLS layer passes ITCPTransport on)."""
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.noDelay = enabled
+
+
+def _accept(tlsFactory: DICOMTLSFactory, host: str, port: int) -> DICOMTLSProtocol | None:
+    """What the listener does with a connection from C{host}: build, connect."""
+    address = IPv4Address("TCP", host, port)
+    protocol = tlsFactory.buildProtocol(address)
+    if protocol is not None:
+        protocol.makeConnection(_TCPTransport(peerAddress=address))
+    return protocol
+
+
+def test_handshakesJudgedAtAccept(pki: TestPKI) -> None:
+    """
+    A source beyond its TLS handshake rate is refused as the connection is
+    accepted: no TLS layer and no DICOM protocol are built (the listener
+    closes the socket); the refusal is counted. Another source is not.
+    """
+    factory, tlsFactory = _tlsListener(pki, SourceLimitsPolicy(handshakeRate=1, handshakeBurst=2))
+    built: list[object] = []
+    factory.buildProtocol = lambda addr, build=factory.buildProtocol: built.append(addr) or build(addr)  # type: ignore[method-assign]
+    accepted = [_accept(tlsFactory, "192.0.2.7", n) for n in range(3)]
+    assert [type(p) for p in accepted] == [DICOMTLSProtocol, DICOMTLSProtocol, type(None)]
+    assert len(built) == 2
+    assert factory.stats.sourceRefusals == {"handshakes": 1}
+    assert isinstance(_accept(tlsFactory, "192.0.2.8", 1), DICOMTLSProtocol)
+
+
+def test_judgedAtAcceptCountedOnce(pki: TestPKI) -> None:
+    """
+    A connection judged at accept counts once as pending (not again when
+    its protocol connects), and no longer once it is closed.
+    """
+    limits = SourceLimitsPolicy(maxPending=1, connectionRate=0)
+    factory, tlsFactory = _tlsListener(pki, limits)
+    first = _accept(tlsFactory, "192.0.2.7", 1)
+    assert first is not None and not first.transport.disconnecting
+    assert len(factory.pending) == 1
+    assert _accept(tlsFactory, "192.0.2.7", 2) is None
+    assert factory.stats.sourceRefusals == {"pending": 1}
+    first.connectionLost(Failure(ConnectionDone()))
+    assert len(factory.pending) == 0
+    assert _accept(tlsFactory, "192.0.2.7", 3) is not None
 
 
 @pytest.mark.parametrize(

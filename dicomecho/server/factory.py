@@ -32,9 +32,8 @@ from dicomecho.security.identity import (
     IUserIdentityChecker,
     UserIdentityMode,
 )
-from dicomecho.security.sourcelimits import SourceLimit, SourceLimitsPolicy
+from dicomecho.security.sourcelimits import SourceLimitsPolicy
 from dicomecho.server.protocol import DICOMAssociationProtocol
-from dicomecho.server.admission import isTLSTransport
 from dicomecho.server.pending import DEFAULT_MAX_PENDING, PendingConnections
 from dicomecho.server.sourcegate import SourceGate
 from dicomecho.services.verification import IServiceResponder, VerificationResponder
@@ -162,6 +161,24 @@ class DICOMServerFactory(ServerFactory):
         protocol.factory = self
         return protocol
 
+    def buildTLSProtocol(self, addr: IAddress) -> DICOMAssociationProtocol | None:
+        """
+        L{buildProtocol} for a TLS listener without a PROXY layer: the
+        source is judged as the connection is accepted, before its TLS
+        layer costs anything (a refused ClientHello flood would otherwise
+        pay for an OpenSSL connection each); C{None}, which closes the
+        socket, when it is at a limit.
+        """
+        host = getattr(addr, "host", None)
+        if not isinstance(host, str):
+            return self.buildProtocol(addr)
+        key, limit = self.sources.admit(host, True)
+        if limit is not None:
+            return None
+        protocol = self.buildProtocol(addr)
+        protocol.countAsPending(key)
+        return protocol
+
     @property
     def openConnections(self) -> int:
         """
@@ -230,18 +247,6 @@ class DICOMServerFactory(ServerFactory):
         C{protocol}'s connection is open.
         """
         self._protocols.add(protocol)
-
-    def admitConnection(
-        self, protocol: DICOMAssociationProtocol, host: str
-    ) -> tuple[str, SourceLimit | None]:
-        """
-        A connection from C{host} (its source's limits are judged, see
-        L{SourceGate.admit}); admitted, it is pending until associated.
-        """
-        key, limit = self.sources.admit(host, isTLSTransport(protocol.transport))
-        if limit is None:
-            self.pending.add(protocol)
-        return key, limit
 
     def connectionClosed(self, protocol: DICOMAssociationProtocol) -> None:
         """

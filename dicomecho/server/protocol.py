@@ -84,10 +84,6 @@ class ServerHost(AssociationHost, AdmissionPolicy, TypingProtocol):
     sources: SourceGate
     pending: PendingConnections
 
-    def admitConnection(
-        self, protocol: DICOMAssociationProtocol, host: str
-    ) -> tuple[str, SourceLimit | None]: ...
-
     def connectionOpened(self, protocol: DICOMAssociationProtocol) -> None: ...
 
     def connectionClosed(self, protocol: DICOMAssociationProtocol) -> None: ...
@@ -172,10 +168,7 @@ class DICOMAssociationProtocol(Protocol):
         return self.peerHostPort()[0]
 
     def peerText(self) -> str:
-        """
-        The peer as C{host:port}, C{[host]:port} for IPv6 (just the name for
-        a UNIX socket).
-        """
+        """The peer as C{host:port}, C{[host]:port} (IPv6) or a socket name."""
         return listeningAddress(*self.peerHostPort())
 
     def forgetPeerAddress(self) -> None:
@@ -204,17 +197,21 @@ class DICOMAssociationProtocol(Protocol):
         """Judge the peer by the access list and the per-source limits."""
         if not self._server.policy.access.empty and not self._admissionFor().checkAccessList():
             return False
-        host = self._connectedFrom
-        if host is None:
-            host = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
+        if self._sourceCount is None:  # else judged as accepted (TLS listener)
+            host = self._connectedFrom or getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
             if not isinstance(host, str):
                 return True
-        key, limit = self._server.admitConnection(self, host)
-        if limit is not None:
-            self._admissionFor().refuseQuietly(f"source {key} at its {limit.value} limit")
-            return False
-        self._source, self._sourceCount = key, SourceLimit.PENDING
+            key, limit = self._server.sources.admit(host, isTLSTransport(self.transport))
+            if limit is not None:
+                self._admissionFor().refuseQuietly(f"source {key} at its {limit.value} limit")
+                return False
+            self.countAsPending(key)
+        self._server.pending.add(self)
         return True
+
+    def countAsPending(self, key: str) -> None:
+        """This connection counts as pending against source C{key}."""
+        self._source, self._sourceCount = key, SourceLimit.PENDING
 
     def _admissionFor(self) -> Admission:
         if self._admission is None:

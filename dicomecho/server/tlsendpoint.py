@@ -14,7 +14,7 @@ handshake failed, L{dicomecho.security.tlsfailures}'.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol as TypingProtocol
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
@@ -22,7 +22,9 @@ from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import (
+    IAddress,
     IListeningPort,
+    IProtocol,
     IProtocolFactory,
     IReactorTime,
     IStreamServerEndpoint,
@@ -36,11 +38,13 @@ from zope.interface import implementer
 from dicomecho.security.tls import DICOM_TLS_PORT, nameString, serverContextFactory, verifyErrorText
 from dicomecho.security.tlsfailures import noteRefusedCertificate
 from dicomecho.server.descriptions import checkArguments, numberArgument
-from dicomecho.server.proxyheader import proxyEndpoint
+from dicomecho.server.proxyheader import ProxyHeaderEndpoint, proxyEndpoint
 
 __all__ = [
     "FIRST_BYTES",
+    "DICOMTLSFactory",
     "DICOMTLSProtocol",
+    "JudgedAtAccept",
     "DICOMTLSServerEndpoint",
     "parseStreamServer",
 ]
@@ -119,6 +123,35 @@ class DICOMTLSProtocol(BufferingTLSTransport):
         super().connectionLost(reason)
 
 
+class JudgedAtAccept(TypingProtocol):
+    """
+    A protocol factory that can refuse a connection as it is accepted,
+    before its TLS layer is built (L{DICOMServerFactory
+    <dicomecho.server.factory.DICOMServerFactory>}).
+    """
+
+    def buildTLSProtocol(self, addr: IAddress) -> IProtocol | None:
+        """The protocol for a connection from C{addr}, or C{None} to close it."""
+
+
+class DICOMTLSFactory(TLSMemoryBIOFactory):
+    """
+    Twisted's TLS wrapping factory, which lets a L{JudgedAtAccept} factory
+    refuse a connection before its TLS layer (an OpenSSL connection) is
+    made: the listener then closes the socket unread.
+    """
+
+    protocol = DICOMTLSProtocol
+    judgeAtAccept = True
+
+    def buildProtocol(self, addr: IAddress | None) -> DICOMTLSProtocol | None:  # type: ignore[override]
+        judged = getattr(self.wrappedFactory, "buildTLSProtocol", None)
+        if judged is None or not self.judgeAtAccept:
+            return super().buildProtocol(addr)
+        wrapped = judged(addr)
+        return None if wrapped is None else self.protocol(self, wrapped)
+
+
 @implementer(IStreamServerEndpoint)
 class DICOMTLSServerEndpoint:
     """
@@ -144,16 +177,16 @@ class DICOMTLSServerEndpoint:
         self.contextFactory = contextFactory
         self._clock = clock
 
-    def wrapFactory(self, protocolFactory: IProtocolFactory) -> TLSMemoryBIOFactory:
+    def wrapFactory(self, protocolFactory: IProtocolFactory) -> DICOMTLSFactory:
         """
         @return: the factory L{listen} passes to the wrapped endpoint: it
             builds a L{DICOMTLSProtocol} around each protocol
             C{protocolFactory} builds.
         """
-        factory = TLSMemoryBIOFactory(
-            self.contextFactory, False, protocolFactory, clock=self._clock
-        )
-        factory.protocol = DICOMTLSProtocol
+        factory = DICOMTLSFactory(self.contextFactory, False, protocolFactory, clock=self._clock)
+        # Behind a PROXY layer the address at accept is the balancer's: the
+        # client is judged once its header is read.
+        factory.judgeAtAccept = not isinstance(self.wrappedEndpoint, ProxyHeaderEndpoint)
         return factory
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
