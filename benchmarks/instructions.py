@@ -38,16 +38,19 @@ from typing import Any, Sequence
 
 from benchmarks._common import ROOT, childEnvironment, freePort, isListening
 
-SERVERS = ("dicomecho", "floor")
+#: dicomecho-web: dicomecho with the live page on (--web), whose cost per
+#: association is bounded (+5%) and per echo nil.
+SERVERS = ("dicomecho", "dicomecho-web", "floor")
 MODES = ("associations", "echoes")
 START_TIMEOUT = 240.0
 
 
 def serverCommand(name: str, port: int) -> list[str]:
     python = sys.executable
-    if name == "dicomecho":
+    if name.startswith("dicomecho"):
+        web = ["--web", "tcp:0:interface=127.0.0.1"] if name == "dicomecho-web" else []
         return [python, "-m", "dicomecho", "-ba", "127.0.0.1", "--port", str(port),
-                "--max-associations", "1000"]
+                "--max-associations", "1000", *web]
     return [python, "-m", "benchmarks.floor", "--port", str(port)]
 
 

@@ -1,12 +1,13 @@
-# dicomecho next to a twisted.web health page and Prometheus metrics, in one
-# process:
+# dicomecho next to a twisted.web health page, Prometheus metrics and the
+# live page of recent connections, in one process:
 #
 #     twistd -ny examples/dicomecho_web.tac
 #
 # DICOMECHO_LISTEN and HEALTH_LISTEN (endpoint descriptions) override the
 # defaults tcp:11112 and tcp:8080:interface=127.0.0.1. The web side serves
-# /health ("ok", or 503 "draining" while shutting down) and /metrics (with
-# the metrics extra, pip install 'dicomecho[metrics]').
+# /health ("ok", or 503 "draining" while shutting down), /metrics (with
+# the metrics extra, pip install 'dicomecho[metrics]') and /live/, the live
+# page (README, The live page).
 import os
 
 from twisted.application import service, strports
@@ -15,6 +16,8 @@ from twisted.web import resource, server
 
 from dicomecho import DICOMServerFactory
 from dicomecho.logs import consoleObserver
+from dicomecho.observability.history import AssociationHistory
+from dicomecho.web.resources import liveResource
 
 
 class Health(resource.Resource):
@@ -32,9 +35,10 @@ class Health(resource.Resource):
         return b"ok\n"
 
 
-dicom = DICOMServerFactory("ECHOSCP")
+dicom = DICOMServerFactory("ECHOSCP", history=AssociationHistory(1000))
 web = resource.Resource()
 web.putChild(b"health", Health(dicom))
+web.putChild(b"live", liveResource(dicom.history, lambda: dicom.activeAssociations))
 try:
     from dicomecho.metrics import metricsResource
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "dicomecho"
 
 #: The layers, lowest first.
-LAYERS = ["wire", "security", "association", "services", "observability", "server", "cli"]
+LAYERS = ["wire", "security", "association", "services", "observability", "web", "server", "cli"]
 RANK = {name: rank for rank, name in enumerate(LAYERS)}
 PURE = {"wire", "security", "association", "services"}
 #: What a pure layer must not import: the reactor, transports, the logger.

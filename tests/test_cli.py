@@ -281,9 +281,9 @@ def test_jsonObserverSummary(servers: list[Server]) -> None:
 
 def test_tacComposition(servers: list[Server]) -> None:
     """
-    The example .tac runs dicomecho, a twisted.web health page and the
-    metrics resource in one process; all answer, and the metrics count the
-    echo.
+    The example .tac runs dicomecho, a twisted.web health page, the
+    metrics resource and the live page in one process; all answer, and the
+    metrics and the live page's API count the echo.
     """
     dicomPort, webPort = freePort(), freePort()
     server = start(
@@ -311,6 +311,11 @@ def test_tacComposition(servers: list[Server]) -> None:
         metrics = r.read().decode()
     assert "dicomecho_associations_released_total 1.0" in metrics
     assert "dicomecho_echoes_answered_total 1.0" in metrics
+    with urllib.request.urlopen(f"http://127.0.0.1:{webPort}/live/api/associations", timeout=5) as r:
+        (association,) = json.loads(r.read())["associations"]
+    assert association["outcome"] == "released" and association["product"].startswith("DCMTK")
+    with urllib.request.urlopen(f"http://127.0.0.1:{webPort}/live/", timeout=5) as r:
+        assert b'<link rel="stylesheet" href="static/page.css">' in r.read()
     # A hand-written .tac keeps twistd's own convention for signals (it
     # re-raises SIGTERM after stopping) unless it uses DICOMEchoService.
     assert server.stop() in (0, -signal.SIGTERM)

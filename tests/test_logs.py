@@ -370,6 +370,41 @@ def test_jsonObserver() -> None:
     }
 
 
+def test_summaryWithAndWithoutHint() -> None:
+    """
+    The summary's hint ends its console line as a second sentence and is a
+    JSON field; a summary without one has neither.
+    """
+    fields = dict(
+        log_format="Association from {peer}: {outcome} ({reason})",
+        peerHost="127.0.0.1",
+        peerPort=50000,
+        callingAETitle="CT1",
+        calledAETitle="ECHOSCP",
+        contexts=[],
+        outcome="rejected",
+        reason="calling AE title 'CT1' is not allowed",
+        durationSeconds=0.012,
+        messages=0,
+    )
+    hint = "The SCU calls itself 'CT1', not one of dicomecho's --allow-calling-aet titles (MR1)."
+    withHint = event("association-summary", hint=hint, **fields)
+    without = event("association-summary", hint=None, **fields)
+    setLogLevel(LogLevel.info)
+    console, stream = io.StringIO(), io.StringIO()
+    for e in (withHint, without):
+        consoleObserver(console)(e)
+        jsonObserver(stream)(e)
+    line = (
+        f"I: Association from {PEER}: CT1 -> ECHOSCP, rejected (calling AE title 'CT1' is "
+        "not allowed) after 0.012 s, 0 messages"
+    )
+    assert console.getvalue().splitlines() == [f"{line}. Hint: {hint}", line]
+    hinted, plain = (json.loads(text) for text in stream.getvalue().splitlines())
+    assert (hinted["hint"], plain["hint"]) == (hint, None)
+    assert hinted["text"] == plain["text"] == f"Association from {PEER}: rejected ({fields['reason']})"
+
+
 def test_jsonFailureAndQuiet() -> None:
     """
     A failure's traceback is a string field; under C{-q} nothing of ours

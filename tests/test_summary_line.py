@@ -2,10 +2,10 @@
 The association's last C{-v} line (not one of echoscp's): who came (the
 peer's address and port, a PROXY header's client where there is one), the
 calling and called AE titles, the outcome and its reason, the duration and
-the messages handled. Rendered from the association-summary event at info
-level, after echoscp's lines; checked on synthetic events, through the
-protocol, behind the PROXY wrapper, and with DCMTK's echoscu against
-C{python -m dicomecho -v}.
+the messages handled, then the hint (what to change) when there is one.
+Rendered from the association-summary event at info level, after echoscp's
+lines; checked on synthetic events, through the protocol, behind the PROXY
+wrapper, and with DCMTK's echoscu against C{python -m dicomecho -v}.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
+from dicomecho.observability import events
 from dicomecho.security.access import AccessList
 from dicomecho.observability.logs import jsonObserver, renderEcho
 from dicomecho.wire.pdu import Abort, ReleaseRQ, encode
@@ -160,6 +161,62 @@ def test_levels(level: LogLevel | None, shown: bool) -> None:
         assert bool(renderEcho(summary())) == shown
 
 
+HINT = (
+    "The SCU called 'PACS1', but dicomecho answers only to 'ECHOSCP' (--require-called-aet). "
+    "Set the SCU's called (destination) AE title to ECHOSCP, or start dicomecho with "
+    "--ae-title PACS1."
+)
+
+
+def test_hintIsASecondSentence() -> None:
+    """
+    A hint follows the line as a second sentence; a line without one (None
+    or empty) is as before.
+    """
+    rejected = summary(
+        outcome="rejected", reason="called AE title 'PACS1' is not ours ('ECHOSCP')", messages=0,
+        calledAETitle="PACS1", hint=HINT,
+    )
+    assert renderEcho(rejected) == [
+        "I: Association from 10.1.2.3:40312: CT1 -> PACS1, rejected (called AE title 'PACS1' is "
+        f"not ours ('ECHOSCP')) after 0.012 s, 0 messages. Hint: {HINT}"
+    ]
+    plain = "I: Association from 10.1.2.3:40312: CT1 -> ECHOSCP, released after 0.012 s, 1 message"
+    assert renderEcho(summary(hint=None)) == renderEcho(summary(hint="")) == [plain]
+
+
+def test_hintStaysOnOneLine() -> None:
+    """
+    A hint is printable already; were one not, the line would still be one.
+    """
+    (line,) = renderEcho(summary(outcome="aborted", reason="x", hint="a\nI: forged\x1b"))
+    assert line.endswith("Hint: a\\nI: forged\\x1b") and line.isprintable()
+
+
+def test_jsonCarriesTheHint() -> None:
+    """
+    emitSummary carries C{hint} as a JSON field: the hint, or null for a
+    plain success; the record's text stays the event's format.
+    """
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        fields = {
+            k: v for k, v in summary().items() if not k.startswith("log_") and k != "dicomEvent"
+        }
+        events.emitSummary(**fields)
+        events.emitSummary(**{**fields, "outcome": "rejected", "reason": "no"}, hint=HINT)
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    stream = io.StringIO()
+    observer = jsonObserver(stream)
+    for event in seen:
+        observer(event)
+    plain, hinted = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert plain["hint"] is None and hinted["hint"] == HINT
+    assert hinted["text"] == "Association from 10.1.2.3:40312: rejected (no)"
+
+
 def test_jsonRecordUnchanged() -> None:
     """
     The JSON record of the summary keeps its text (the event's format, not
@@ -236,13 +293,18 @@ def test_lastLineOfRejectionAndAbort() -> None:
     assert rejected == [
         "I: Rejecting Association",
         "I: Association from 127.0.0.1:40000: SCU -> ECHOSCP, rejected "
-        "(called AE title 'ECHOSCP' is not ours ('OTHER')) after 1.500 s, 0 messages",
+        "(called AE title 'ECHOSCP' is not ours ('OTHER')) after 1.500 s, 0 messages. "
+        "Hint: The SCU called 'ECHOSCP', but dicomecho answers only to 'OTHER' "
+        "(--require-called-aet). Set the SCU's called (destination) AE title to OTHER, "
+        "or start dicomecho with --ae-title ECHOSCP.",
     ]
     aborted = consoleLines(lambda h: h.send(rq(), echo(1), echo(2), Abort(0, 0)))
     assert aborted[-2:] == [
         "I: Association Aborted",
         "I: Association from 127.0.0.1:40000: SCU -> ECHOSCP, aborted-by-peer "
-        "(peer sent A-ABORT) after 1.500 s, 2 messages",
+        "(peer sent A-ABORT) after 1.500 s, 2 messages. Hint: The SCU aborted the association "
+        "itself. Its own log says why (often its timeout, or an answer from dicomecho it did "
+        "not expect).",
     ]
 
 

@@ -67,6 +67,7 @@ class EventName(Enum):
     LISTENING = "listening"
     LISTEN_FAILED = "listen-failed"
     METRICS_LISTENING = "metrics-listening"
+    WEB_LISTENING = "web-listening"
     INSECURE_LISTENER = "insecure-listener"
     DESCRIPTOR_LIMIT = "descriptor-limit"
     SHUTDOWN = "shutdown"
@@ -320,14 +321,17 @@ def emitResponderFailed(peer: Named, failure: Failure) -> None:
     )
 
 
-def emitSummary(**fields: Any) -> None:
+def emitSummary(*, hint: str | None = None, **fields: Any) -> None:
     """
     The one C{association-summary} of a connection (fields as
-    L{dicomecho.server.protocol} gathers them).
+    L{dicomecho.server.protocol} gathers them). C{hint} is what to change,
+    in plain words (L{dicomecho.observability.hints}); C{None} (JSON
+    C{null}) for a plain success.
     """
     log.info(
         "Association from {peer}: {outcome} ({reason})",
         dicomEvent=EventName.ASSOCIATION_SUMMARY.value,
+        hint=hint,
         **fields,
     )
 

@@ -223,7 +223,8 @@ def _renderSummary(event: LogEvent, level: LogLevel, debug: bool) -> list[_Line]
     emitted when the connection closes): the peer (a PROXY header's client
     when there is one), calling -> called AE title, the outcome with its
     reason (but for a release), the connection's duration and the DIMSE
-    messages handled. Not one of echoscp's lines: it follows them.
+    messages handled, then the hint (what to change) when there is one.
+    Not one of echoscp's lines: it follows them.
 
     Nothing for a connection that sent no A-ASSOCIATE-RQ (no calling AE
     title): port scans, TCP health checks and ARTIM on a silent connection
@@ -243,7 +244,11 @@ def _renderSummary(event: LogEvent, level: LogLevel, debug: bool) -> list[_Line]
         f"{float(event['durationSeconds']):.3f} s, "
         f"{messages} message{'' if messages == 1 else 's'}"
     )
-    # Our own sentence; the peer's strings in it are escaped or repr()s.
+    hint = event.get("hint")
+    if hint:
+        # What to change (dicomecho.observability.hints), as a second sentence.
+        text += f". Hint: {hint}"
+    # Our own sentences; the peer's strings in them are escaped or repr()s.
     return _main(level, escape(text, backslash=False))
 
 

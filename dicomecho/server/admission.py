@@ -36,6 +36,7 @@ from dicomecho.observability.events import (
     emitTLSEstablished,
     emitTLSRefused,
 )
+from dicomecho.observability.history import Refusal
 from dicomecho.observability.stats import ServerStats
 from dicomecho.security.identity import (
     FailureThrottle,
@@ -45,6 +46,7 @@ from dicomecho.security.identity import (
 )
 from dicomecho.security.tlsfailures import (
     HandshakeFailure,
+    TLSFailureKind,
     classifyHandshakeFailure,
     handshakeTimeout,
 )
@@ -160,7 +162,7 @@ class Admission:
     """
 
     __slots__ = (
-        "_connection", "_server", "_clock", "refused", "tlsState", "tlsInfo",
+        "_connection", "_server", "_clock", "refusal", "tlsFailure", "tlsState", "tlsInfo",
         "user", "waitingForProxy", "_identityCall",
     )
 
@@ -170,7 +172,9 @@ class Admission:
         self._connection = connection
         self._server = server
         self._clock = clock
-        self.refused = False
+        #: Why the connection was turned away, if it was.
+        self.refusal: Refusal | None = None
+        self.tlsFailure: TLSFailureKind | None = None
         self.tlsState: TLSState | None = None
         self.tlsInfo: Mapping[str, str | None] = NO_TLS_INFO
         self.user: str | None = None
@@ -187,7 +191,7 @@ class Admission:
         access = self._server.policy.access
         if access.admitsSource(self._connection.peerHost()):
             return True
-        self.refuse(f"source address not allowed (allowed: {access.describe()})")
+        self.refuse(f"source address not allowed (allowed: {access.describe()})", Refusal.ACCESS_LIST)
         return False
 
     def proxyHeaderRead(self) -> None:
@@ -198,20 +202,20 @@ class Admission:
         self.waitingForProxy = False
         self._connection.forgetPeerAddress()
 
-    def refuse(self, why: str) -> None:
+    def refuse(self, why: str, refusal: Refusal) -> None:
         """
         Close a connection we will not serve at all, with one log line.
         """
-        self.refuseQuietly(why)
+        self.refuseQuietly(why, refusal)
         self._server.stats.connectionRefused()
         emitConnectionRefused(self._connection, why)
 
-    def refuseQuietly(self, why: str) -> None:
+    def refuseQuietly(self, why: str, refusal: Refusal) -> None:
         """
         Close a connection we will not serve at all, leaving the log to the
         caller (a per-source limit logs once per interval).
         """
-        self.refused = True
+        self.refusal = refusal
         self._connection.noteOutcome(Outcome.REFUSED, why)
         self._connection.forceClose()
 
@@ -257,7 +261,7 @@ class Admission:
 
     def tlsFailed(self, failure: HandshakeFailure) -> None:
         self.tlsState = TLSState.FAILED
-        self.refused = True
+        self.refusal, self.tlsFailure = Refusal.TLS_HANDSHAKE, failure.kind
         self._connection.noteOutcome(Outcome.REFUSED, failure.sentence)
         self._server.stats.tlsFailed(failure.kind)
         # Who was turned away: the refused client certificate, if any.

@@ -155,6 +155,11 @@ HELP: tuple[tuple[str, tuple[HelpEntry, ...]], ...] = (
         HelpEntry("metrics", "ENDPOINT", "serve Prometheus metrics at /metrics on "
                   "this endpoint, e.g. tcp:9102:interface=127.0.0.1 (needs "
                   "pip install 'dicomecho[metrics]')"),
+        HelpEntry("web", "ENDPOINT", "serve the live page of recent connections "
+                  "on this endpoint, e.g. tcp:8080:interface=127.0.0.1"),
+        HelpEntry("web-history", "N", "connections the live page keeps (default 1000)"),
+        HelpEntry("web-credentials", "FILE", "ask the live page's visitors for a "
+                  "username and passcode from FILE (dicomecho passwd; HTTP Basic)"),
     )),
 )
 

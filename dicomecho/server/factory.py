@@ -7,6 +7,7 @@ cache, the counts and the stats; and drains them at shutdown.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Iterable, Sequence
 
 from twisted.internet.defer import Deferred, succeed
@@ -25,6 +26,8 @@ from dicomecho.association.negotiation import (
 )
 from dicomecho.observability.events import emitShutdown, emitShutdownAbort
 from dicomecho.observability.levels import enabledCheck
+from dicomecho.observability.hints import hintFor
+from dicomecho.observability.history import AssociationHistory
 from dicomecho.observability.stats import ServerStats
 from dicomecho.security.access import AccessList
 from dicomecho.security.identity import (
@@ -40,6 +43,12 @@ from dicomecho.services.verification import IServiceResponder, VerificationRespo
 from dicomecho.wire.framer import DEFAULT_MAX_ASSOCIATE_LENGTH
 
 __all__ = ["DICOMServerFactory"]
+
+
+def _globalReactor() -> IReactorTime:
+    from twisted.internet import reactor
+
+    return reactor  # type: ignore[return-value]
 
 
 class DICOMServerFactory(ServerFactory):
@@ -70,6 +79,8 @@ class DICOMServerFactory(ServerFactory):
         local-limit-exceeded).
     @param clock: the L{IReactorTime} for every timer; defaults to the
         global reactor.
+    @param history: where each connection is recorded for the live page
+        (C{--web}); C{None}, the default, records nothing.
     """
 
     # Our own "listening" event says where we listen; skip Twisted's
@@ -103,19 +114,17 @@ class DICOMServerFactory(ServerFactory):
         sourceLimits: SourceLimitsPolicy | None = None,
         maxPending: int = DEFAULT_MAX_PENDING,
         clock: IReactorTime | None = None,
+        history: AssociationHistory | None = None,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor
-
-            clock = reactor  # type: ignore[assignment]
-        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.clock: IReactorTime = clock if clock is not None else _globalReactor()
         self._setIdentity(userIdentity, identityChecker, maxIdentityChecks)
         if isinstance(transferSyntaxes, TransferSyntaxPreference):
             transferSyntaxes = transferSyntaxOrder(transferSyntaxes)
-        self.responders: dict[str, IServiceResponder] = {}
-        for responder in responders if responders is not None else [VerificationResponder()]:
-            for abstractSyntax in responder.abstractSyntaxes:
-                self.responders[abstractSyntax] = responder
+        self.responders: dict[str, IServiceResponder] = {
+            abstractSyntax: responder
+            for responder in (responders if responders is not None else [VerificationResponder()])
+            for abstractSyntax in responder.abstractSyntaxes
+        }
         self.policy = AssociationPolicy(
             aeTitle=aeTitle,
             requireCalledAETitle=requireCalledAETitle,
@@ -136,9 +145,18 @@ class DICOMServerFactory(ServerFactory):
         self.stats = ServerStats()
         self.sources = SourceGate(sourceLimits or SourceLimitsPolicy(), self.stats, self.clock)
         self.pending = PendingConnections(maxPending, self.stats, self.clock)
+        self._keepHistory(history)
         self._protocols: set[DICOMAssociationProtocol] = set()
         self._drained: Deferred[None] | None = None
         self._drainCalls: list[IDelayedCall] = []
+
+    def _keepHistory(self, history: AssociationHistory | None) -> None:
+        """Record connections in C{history} (the live page's), if given."""
+        #: The recent connections, for the live page (--web), or None.
+        self.history = history
+        self.sources.recordRefusal = history.add if history is not None else None
+        if history is not None:
+            history.hinter = partial(hintFor, policy=self.policy)
 
     def _setIdentity(
         self,

@@ -24,7 +24,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.tcp import Server
-from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -46,12 +45,12 @@ from dicomecho.association.effects import (
     ResponderFailed,
     TimedOut,
 )
-from dicomecho.association.fsm import CloseTransport, SendPDU
+from dicomecho.association.fsm import AbortIndication, CloseTransport, SendPDU
 from dicomecho.association.transitions import State
 from dicomecho.association.negotiation import Acceptance, Rejection
 from dicomecho.association.outcome import Outcome
 from dicomecho.observability import events
-from dicomecho.observability.levels import isEnabled
+from dicomecho.observability.history import AssociationHistory, Refusal
 from dicomecho.observability.logs import listeningAddress
 from dicomecho.security.access import peerAddress
 from dicomecho.security.sourcelimits import SourceLimit
@@ -65,8 +64,10 @@ from dicomecho.server.admission import (
 )
 from dicomecho.server.proxyheader import incompleteHeader
 from dicomecho.server.pending import PendingConnections
+from dicomecho.server.recording import reportConnection
 from dicomecho.server.sourcegate import SourceGate
 from dicomecho.security.tls import tlsSessionInfo
+from dicomecho.wire.errors import RemoteProtocolError
 
 __all__ = ["DICOMAssociationProtocol", "ServerHost"]
 
@@ -83,6 +84,7 @@ class ServerHost(AssociationHost, AdmissionPolicy, TypingProtocol):
     clock: IReactorTime
     sources: SourceGate
     pending: PendingConnections
+    history: AssociationHistory | None
 
     def connectionOpened(self, protocol: DICOMAssociationProtocol) -> None: ...
 
@@ -95,7 +97,8 @@ def _peerAddress(transport: Any) -> tuple[str, int | None]:
     """
     address = transport.getPeer()
     host = getattr(address, "host", None) or getattr(address, "name", None)
-    ip = peerAddress(host) if isinstance(host, str) else None
+    # Only an IPv6 address has other spellings: an IPv4 one is not parsed.
+    ip = peerAddress(host) if isinstance(host, str) and ":" in host else None
     if ip is not None and ip.version == 6 and "%" not in host:  # type: ignore[operator]
         # One spelling per address (a PROXY v2 header gives it expanded).
         host = ip.compressed
@@ -136,6 +139,12 @@ class DICOMAssociationProtocol(Protocol):
     #: The peer's address for the log, read from the transport when first
     #: needed (most associations log nothing at the default level).
     _peerAddress: tuple[str, int | None] | None = None
+    #: What the summary and the history tell (ConnectionFacts); the answer
+    #: is kept only for the history.
+    answer: Acceptance | Rejection | None = None
+    abortIndication: AbortIndication | None = None
+    expiredTimer: str | None = None
+    invalidPDU: RemoteProtocolError | None = None
 
     def __init__(self, server: ServerHost, connectedFrom: str | None = None) -> None:
         self._server = server
@@ -143,7 +152,7 @@ class DICOMAssociationProtocol(Protocol):
             self._connectedFrom = connectedFrom
         self._clock = server.clock
         self.association = Association(server, self)
-        self._started = 0.0
+        self.startedAt = 0.0
 
     # --- what others read ---------------------------------------------------------
 
@@ -203,7 +212,9 @@ class DICOMAssociationProtocol(Protocol):
                 return True
             key, limit = self._server.sources.admit(host, isTLSTransport(self.transport))
             if limit is not None:
-                self._admissionFor().refuseQuietly(f"source {key} at its {limit.value} limit")
+                self._admissionFor().refuseQuietly(
+                    f"source {key} at its {limit.value} limit", Refusal.SOURCE_LIMIT
+                )
                 return False
             self.countAsPending(key)
         self._server.pending.add(self)
@@ -225,7 +236,7 @@ class DICOMAssociationProtocol(Protocol):
         if ITCPTransport.providedBy(transport):
             # Responses are small; do not let Nagle hold one back.
             transport.setTcpNoDelay(True)  # type: ignore[union-attr]
-        self._started = self._clock.seconds()
+        self.startedAt = self._clock.seconds()
         self._server.connectionOpened(self)
         if type(transport) is not Server and behindProxy(transport):
             # The PROXY header names the client, and it has been read by the
@@ -236,7 +247,7 @@ class DICOMAssociationProtocol(Protocol):
         if isTLSTransport(transport):
             self._admissionFor().tlsState = TLSState.HANDSHAKE
         transport.registerProducer(self, True)  # type: ignore[union-attr]
-        self._perform(self.association.connected(self._started))
+        self._perform(self.association.connected(self.startedAt))
         if self._server.draining:
             self._close()
 
@@ -314,37 +325,8 @@ class DICOMAssociationProtocol(Protocol):
             association.messages,
             None if acceptedAt is None else now - acceptedAt,
         )
-        self._logSummary(now)
-
-    def _logSummary(self, now: float) -> None:
-        """
-        The one association-summary event of this connection: a JSON
-        record, and at C{-v}/C{-d} the console's last line for a connection
-        that sent an A-ASSOCIATE-RQ. Built only when info is enabled: the
-        default level (errors) pays nothing for it.
-        """
-        admission = self._admission
-        if (admission is not None and admission.refused) or not isEnabled(LogLevel.info):
-            return
-        association = self.association
-        titles = association.titles
-        host, port = self.peerHostPort()
-        events.emitSummary(
-            peer=self.peerText(),
-            peerHost=host,
-            peerPort=port,
-            callingAETitle=titles[0] if titles is not None else None,
-            calledAETitle=titles[1] if titles is not None else None,
-            contexts=[
-                f"{c.contextID}:{c.abstractSyntax}/{c.transferSyntax}"
-                for c in association.contexts.values()
-            ],
-            outcome=association.outcome.value,
-            reason=association.reason,
-            durationSeconds=round(now - self._started, 6),
-            messages=association.messages,
-            user=admission.user if admission is not None else None,
-            **self._tlsInfo(),
+        reportConnection(
+            self, association, admission, self._server.policy, self._server.history, now
         )
 
     def _tlsInfo(self) -> Mapping[str, str | None]:
@@ -473,12 +455,17 @@ class DICOMAssociationProtocol(Protocol):
             self._sourceCount = SourceLimit.ASSOCIATIONS
         server.stats.associationAccepted()
         if server.reportsProgress():
+            # For the summary's hint, and the history (not kept otherwise).
+            self.answer = effect.acceptance
             admission = self._admission
             user = admission.user if admission is not None else None
             events.emitAccepted(self, effect.acceptance, user, self._tlsInfo())
+        elif server.history is not None:
+            self.answer = effect.acceptance
 
     def _rejected(self, effect: AssociationRejected) -> None:
         rj = effect.rejection.rj
+        self.answer = effect.rejection
         events.emitRejected(self, effect.rejection, self._tlsInfo())
         self._server.stats.associationRejected(rj.result, rj.source, rj.reason)
 
@@ -489,6 +476,7 @@ class DICOMAssociationProtocol(Protocol):
         """
         ARTIM expired before any A-ASSOCIATE-RQ: say why better if we can.
         """
+        self.expiredTimer = "ARTIM"
         detail = incompleteHeader(self.transport)
         admission = self._admission
         if detail is not None:
@@ -522,14 +510,17 @@ def _renderReleased(protocol: DICOMAssociationProtocol, effect: AssociationRelea
 
 
 def _renderAborted(protocol: DICOMAssociationProtocol, effect: AssociationAborted) -> None:
+    protocol.abortIndication = effect.indication
     events.emitAborted(protocol, effect.indication)
 
 
 def _renderInvalidPDU(protocol: DICOMAssociationProtocol, effect: InvalidPDU) -> None:
+    protocol.invalidPDU = effect.error
     events.emitInvalidPDU(protocol, effect.error)
 
 
 def _renderTimedOut(protocol: DICOMAssociationProtocol, effect: TimedOut) -> None:
+    protocol.expiredTimer = effect.timer.value
     events.emitTimeout(protocol, effect.timer.value)
 
 

@@ -204,6 +204,56 @@ class MetricsListeningService(DICOMListeningService):
         )
 
 
+class WebListeningService(DICOMListeningService):
+    """
+    Serves the live page (C{--web}); says where once the reactor runs, and
+    warns when it is reachable beyond this host without TLS or credentials.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        factory: IProtocolFactory,
+        description: str,
+        reactor: IReactorCore,
+        authenticated: bool,
+    ) -> None:
+        super().__init__(endpoint, factory, description, reactor)
+        self.authenticated = authenticated
+
+    def announce(self, address: IAddress, host: str, portNumber: int | None, where: str) -> None:
+        log.info(
+            "Serving the live page on {description} ({where})",
+            dicomEvent=EventName.WEB_LISTENING.value,
+            peer="",
+            description=self.description,
+            host=host,
+            port=portNumber,
+            where=where,
+        )
+        address = peerAddress(host)
+        if address is None or address.is_loopback:
+            return
+        if self.authenticated and any(p in self.description for p in TLS_PREFIXES):
+            return
+        missing = " or ".join(
+            what for what, present in (
+                ("TLS", any(p in self.description for p in TLS_PREFIXES)),
+                ("--web-credentials", self.authenticated),
+            ) if not present
+        )
+        log.warn(
+            "Serving the live page on {where} without {missing}: any host that "
+            "can reach it may read who called (see 'The live page' in README.rst)",
+            dicomEvent=EventName.INSECURE_LISTENER.value,
+            dicomAlways=True,
+            peer="",
+            where=where,
+            missing=missing,
+            description=self.description,
+        )
+
+
 class ThreadPoolService(Service):
     """
     Runs a thread pool while the service runs.

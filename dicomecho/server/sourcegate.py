@@ -10,9 +10,13 @@ in the metrics; the log gets one line per source and limit per interval.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from twisted.internet.interfaces import IReactorTime
 
+from dicomecho.association.outcome import Outcome
 from dicomecho.observability.events import emitSourceLimited
+from dicomecho.observability.history import AssociationRecord, Refusal
 from dicomecho.observability.stats import ServerStats
 from dicomecho.security.sourcelimits import (
     SourceLimit,
@@ -46,6 +50,8 @@ class SourceGate:
         self._stats = stats
         self._clock = clock
         self._opened = 0
+        #: Records each refusal as it is logged, for the live page (--web).
+        self.recordRefusal: Callable[[AssociationRecord], None] | None = None
 
     @property
     def policy(self) -> SourceLimitsPolicy:
@@ -102,7 +108,16 @@ class SourceGate:
         self._stats.sourceRefused(limit)
         refusals = self.table.refusalToLog(key, limit, now)
         if refusals is not None:
-            emitSourceLimited(key, limit.value, refusals, self._describe(limit))
+            why = self._describe(limit)
+            emitSourceLimited(key, limit.value, refusals, why)
+            if self.recordRefusal is not None:
+                self.recordRefusal(
+                    AssociationRecord(
+                        startedAt=now, peer=key, outcome=Outcome.REFUSED,
+                        reason=f"{refusals} refused, {why}", refusal=Refusal.SOURCE_LIMIT,
+                        sourceLimit=limit, refusals=refusals,
+                    )
+                )
 
     def _describe(self, limit: SourceLimit) -> str:
         policy = self.policy

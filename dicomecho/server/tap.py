@@ -16,7 +16,7 @@ Importing this module does not import the reactor.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorCore
@@ -29,6 +29,7 @@ from dicomecho.association.negotiation import (
     DEFAULT_MAX_PDU_LENGTH,
     TransferSyntaxPreference,
 )
+from dicomecho.observability.history import DEFAULT_HISTORY, AssociationHistory
 from dicomecho.observability.logs import logStartup
 from dicomecho.observability.levels import setLogLevel
 from dicomecho.security.access import AccessList, parseNetwork
@@ -57,6 +58,7 @@ from dicomecho.server.services import (
     DICOMEchoService,
     DICOMListeningService,
     MetricsListeningService,
+    WebListeningService,
     ThreadPoolService,
 )
 from dicomecho.security.sourcelimits import SourceLimitsPolicy
@@ -148,6 +150,9 @@ class Options(usage.Options):
         ["tls-ca", None, None, HELP_TEXT["tls-ca"]],
         ["tls-client-cert", None, None, HELP_TEXT["tls-client-cert"], clientCertificateMode],
         ["metrics", None, None, HELP_TEXT["metrics"]],
+        ["web", None, None, HELP_TEXT["web"]],
+        ["web-history", None, DEFAULT_HISTORY, HELP_TEXT["web-history"], positiveNumber],
+        ["web-credentials", None, None, HELP_TEXT["web-credentials"]],
     ]
 
     def __init__(self) -> None:
@@ -298,6 +303,23 @@ class Options(usage.Options):
                     "--metrics needs prometheus_client: pip install 'dicomecho[metrics]'"
                 ) from None
             checkEndpoints([self["metrics"]])
+        self["webCredentialsStore"] = _webCredentials(self["web"], self["web-credentials"])
+        if self["web"] is not None:
+            checkEndpoints([self["web"]])
+
+
+def _webCredentials(web: str | None, path: str | None) -> CredentialsStore | None:
+    """The live page's credentials, loaded now so that a bad file stops the start."""
+    from dicomecho.security.credentials import CredentialsError, CredentialsStore
+
+    if path is None:
+        return None
+    if web is None:
+        raise usage.UsageError("--web-credentials needs --web ENDPOINT")
+    try:
+        return CredentialsStore(path)
+    except CredentialsError as error:
+        raise usage.UsageError(f"--web-credentials: {error}") from None
 
 
 def _credentialsStore(mode: UserIdentityMode, path: str | None) -> CredentialsStore | None:
@@ -390,7 +412,6 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
 
     @param reactor: the reactor to listen with; by default, the global one.
     """
-    from twisted.internet.endpoints import serverFromString
 
     from dicomecho.server.factory import DICOMServerFactory
     from dicomecho.server.filelimit import noteDescriptorLimit
@@ -423,6 +444,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         userIdentity=options["user-identity"],
         identityChecker=checker,
         clock=reactor,
+        history=AssociationHistory(options["web-history"]) if options["web"] else None,
     )
     top = DICOMEchoService(factory, options["shutdown-grace"], reactor)
     if threads is not None:
@@ -432,11 +454,26 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         # however TCP splits it (dicomecho.server.proxyheader).
         endpoint = serverFromDescription(reactor, description)
         DICOMListeningService(endpoint, factory, description, reactor).setServiceParent(top)
+    _addPages(options, factory, reactor, top)
+    return top
+
+
+def _addPages(options: Options, factory: Any, reactor: IReactorCore, top: IService) -> None:
+    """The HTTP services: Prometheus metrics (--metrics), the live page (--web)."""
+    from twisted.internet.endpoints import serverFromString
+
     if options["metrics"] is not None:
         from dicomecho.observability.metrics import metricsSite
 
         endpoint = serverFromString(reactor, options["metrics"])
         MetricsListeningService(
             endpoint, metricsSite(factory), options["metrics"], reactor
-        ).setServiceParent(top)
-    return top
+        ).setServiceParent(top)  # type: ignore[arg-type]
+    if options["web"] is not None:
+        from dicomecho.web.site import liveSite
+
+        site = liveSite(factory, options["webCredentialsStore"], reactor)
+        endpoint = serverFromString(reactor, options["web"])
+        WebListeningService(
+            endpoint, site, options["web"], reactor, options["webCredentialsStore"] is not None
+        ).setServiceParent(top)  # type: ignore[arg-type]

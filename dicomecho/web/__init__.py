@@ -1,0 +1,4 @@
+"""
+The live page (C{--web}): who called, what happened, what to change, as
+C{twisted.web} resources over the server's history of connections.
+"""
