@@ -99,6 +99,8 @@ def test_livePage(live: LiveServer, browser: Any, tmp_path: Path) -> None:
     hint = rejected.find_element(By.CSS_SELECTOR, "td.hint").text
     assert "WRONGAE" in hint and "ECHOSCP" in hint, hint
 
+    # Were the markup run, it would call f().
+    browser.execute_script("window.f = function () { window.ran = true; };")
     with Client(live.port) as client:
         client.send(encode(AssociateRQ("ECHOSCP", HOSTILE, presentationContexts=rq().presentationContexts)))
         assert client.recvPDU() is not None
@@ -106,6 +108,7 @@ def test_livePage(live: LiveServer, browser: Any, tmp_path: Path) -> None:
         client.recvPDU()
     waitFor(browser, lambda d: any(HOSTILE in r for r in rowsText(d)), LIVE)
     assert browser.find_elements(By.CSS_SELECTOR, "#rows svg") == []
+    assert browser.execute_script("return window.ran === undefined;")
     assert consoleErrors(browser) == []
 
     # The chart follows (redrawn by the server a second after new rows).

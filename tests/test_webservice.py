@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from twisted.internet.testing import MemoryReactor
 from twisted.python.usage import UsageError
+
+from dicomecho.observability.levels import logLevel, setLogLevel
 
 from dicomecho.security.credentials import formatEntry
 from dicomecho.security.passcodes import hashPasscode
@@ -48,15 +51,23 @@ def test_options(tmp_path: Path) -> None:
         parsed("--web", "nonsense:1")
 
 
+@pytest.fixture(autouse=True)
+def restoreLogLevel() -> Iterator[None]:
+    previous = logLevel()
+    yield
+    setLogLevel(previous)
+
+
 def test_makeService() -> None:
     """--web adds its listener and gives the factory a history; without it, none."""
-    service = makeService(parsed("--web", "tcp:0:interface=127.0.0.1", "--web-history", "7"))
+    reactor = MemoryReactor()
+    service = makeService(parsed("--web", "tcp:0:interface=127.0.0.1", "--web-history", "7"), reactor)
     web = [s for s in service if isinstance(s, WebListeningService)]  # type: ignore[attr-defined]
     assert len(web) == 1 and not web[0].authenticated
     assert web[0].factory.resource is not None
     factory = next(iter(service)).factory  # type: ignore[call-overload]
     assert factory.history.limit == 7
-    plain = makeService(parsed())
+    plain = makeService(parsed(), reactor)
     assert all(not isinstance(s, WebListeningService) for s in plain)  # type: ignore[attr-defined]
     assert next(iter(plain)).factory.history is None  # type: ignore[call-overload]
 
@@ -121,5 +132,30 @@ def test_credentialsAgainstARealServer(credentials: Path) -> None:
         assert association["callingAETitle"] == "WEBSCU" and association["product"] == "DCMTK 3.6.7"
         assert get(url, "admin", "s3cret")[0] == 200
         assert "W: " not in started.output()
+    finally:
+        started.stop()
+
+
+def test_overTLS(tmp_path: Path) -> None:
+    """
+    --web takes any endpoint: over ssl: the page is served with the
+    server's certificate (verified against its CA); on 0.0.0.0 without
+    credentials the start-up warning names what is still missing.
+    """
+    import ssl
+
+    from tests.support.tlscerts import TestPKI
+
+    pki = TestPKI.create(tmp_path)
+    web = f"ssl:0:privateKey={pki.serverKey}:certKey={pki.serverCert}"
+    started = Server(PYTHON_M + ["-p", "tcp:0:interface=127.0.0.1", "-v", "--web", web])
+    try:
+        line = started.waitFor(r"Serving the live page on .* \(0\.0\.0\.0:(\d+)\)")
+        port = int(line.group(1))
+        warning = started.waitFor(r"W: Serving the live page on .* without --web-credentials:")
+        assert "without TLS" not in warning.string
+        context = ssl.create_default_context(cafile=pki.caCert)
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/", timeout=5, context=context) as r:
+            assert r.status == 200 and b'id="associations"' in r.read()
     finally:
         started.stop()

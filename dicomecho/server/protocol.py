@@ -325,9 +325,9 @@ class DICOMAssociationProtocol(Protocol):
             association.messages,
             None if acceptedAt is None else now - acceptedAt,
         )
-        reportConnection(
-            self, association, admission, self._server.policy, self._server.history, now
-        )
+        server = self._server
+        if server.history is not None or server.reportsProgress():
+            reportConnection(self, association, admission, server.policy, server.history, now)
 
     def _tlsInfo(self) -> Mapping[str, str | None]:
         admission = self._admission

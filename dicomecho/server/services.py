@@ -192,11 +192,16 @@ class MetricsListeningService(DICOMListeningService):
     Listens for Prometheus scrapes; says where once the reactor runs.
     """
 
+    #: What it serves, for its line, and that line's event.
+    serving = "metrics"
+    event = EventName.METRICS_LISTENING
+
     def announce(self, address: IAddress, host: str, portNumber: int | None, where: str) -> None:
         log.info(
-            "Serving metrics on {description} ({where})",
-            dicomEvent=EventName.METRICS_LISTENING.value,
+            "Serving {serving} on {description} ({where})",
+            dicomEvent=self.event.value,
             peer="",
+            serving=self.serving,
             description=self.description,
             host=host,
             port=portNumber,
@@ -204,7 +209,7 @@ class MetricsListeningService(DICOMListeningService):
         )
 
 
-class WebListeningService(DICOMListeningService):
+class WebListeningService(MetricsListeningService):
     """
     Serves the live page (C{--web}); says where once the reactor runs, and
     warns when it is reachable beyond this host without TLS or credentials.
@@ -221,16 +226,11 @@ class WebListeningService(DICOMListeningService):
         super().__init__(endpoint, factory, description, reactor)
         self.authenticated = authenticated
 
+    serving = "the live page"
+    event = EventName.WEB_LISTENING
+
     def announce(self, address: IAddress, host: str, portNumber: int | None, where: str) -> None:
-        log.info(
-            "Serving the live page on {description} ({where})",
-            dicomEvent=EventName.WEB_LISTENING.value,
-            peer="",
-            description=self.description,
-            host=host,
-            port=portNumber,
-            where=where,
-        )
+        super().announce(address, host, portNumber, where)
         address = peerAddress(host)
         if address is None or address.is_loopback:
             return

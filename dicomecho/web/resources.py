@@ -97,10 +97,19 @@ class _Directory(Resource):
         return notFound()
 
 
-class _Page(Resource):
+class _Live(Resource):
+    """A resource of the live page: it reads the server's state."""
+
     def __init__(self, server: _Server) -> None:
         super().__init__()
         self.live = server
+
+
+class _Leaf(_Live):
+    isLeaf = True
+
+
+class _Page(_Live):
 
     def render_GET(self, request: Request) -> bytes:
         server = self.live
@@ -112,10 +121,7 @@ class _Page(Resource):
         return _document(server.title, body, "")
 
 
-class _Details(Resource):
-    def __init__(self, server: _Server) -> None:
-        super().__init__()
-        self.live = server
+class _Details(_Live):
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         record = self.live.history.find(int(path)) if path.isdigit() and len(path) < 12 else None
@@ -139,12 +145,7 @@ class _OneRecord(Resource):
         return _document(f"#{self.record.number} \u00b7 {self.live.title}", body, "../")
 
 
-class _API(Resource):
-    isLeaf = True
-
-    def __init__(self, server: _Server) -> None:
-        super().__init__()
-        self.live = server
+class _API(_Leaf):
 
     def render_GET(self, request: Request) -> bytes:
         selected = RecordFilter.fromQuery(request.args)
@@ -153,12 +154,7 @@ class _API(Resource):
         return json.dumps({"associations": records}, indent=1).encode()
 
 
-class _Chart(Resource):
-    isLeaf = True
-
-    def __init__(self, server: _Server) -> None:
-        super().__init__()
-        self.live = server
+class _Chart(_Leaf):
 
     def render_GET(self, request: Request) -> bytes:
         _headers(request, b"image/svg+xml")
@@ -178,18 +174,12 @@ class _Asset(Resource):
         return self.data
 
 
-class _Events(Resource):
+class _Events(_Leaf):
     """
     Server-sent events: one C{association} event per new record the filter
     admits (its row, and the counters), a comment every
     L{KEEPALIVE_INTERVAL} seconds so a dead client is noticed.
     """
-
-    isLeaf = True
-
-    def __init__(self, server: _Server) -> None:
-        super().__init__()
-        self.live = server
 
     def render_GET(self, request: Request) -> bytes | int:
         server = self.live
