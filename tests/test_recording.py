@@ -17,7 +17,6 @@ from dicomecho.association.outcome import Outcome
 from dicomecho.observability.history import MAX_KEPT_CONTEXTS, AssociationHistory, Refusal
 from dicomecho.security.access import AccessList
 from dicomecho.security.sourcelimits import SourceLimit, SourceLimitsPolicy
-from dicomecho.server import recording
 from dicomecho.server.factory import DICOMServerFactory
 from dicomecho.wire.items import PresentationContextRQ
 from dicomecho.wire.pdu import AssociateRQ, ReleaseRQ
@@ -140,12 +139,14 @@ def test_largeRequestKeepsTextAndItsHint() -> None:
 
 
 def test_nothingBuiltByDefault(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without --web, at the default level, a connection builds no record."""
-    monkeypatch.setattr(recording, "hintFor", lambda *a: pytest.fail("a record was built"))
+    """Without --web, at the default level, a connection's end records nothing."""
+    from dicomecho.server import protocol
+
+    monkeypatch.setattr(protocol, "reportConnection", lambda *a: pytest.fail("recorded"))
     clock = Clock()
     factory = DICOMServerFactory(clock=clock)
     with logLevelSet(LogLevel.warn):
         harness = connect(factory, clock)
         harness.send(rq(), echo(1), ReleaseRQ())
         harness.close()
-    assert harness.protocol.answer is None
+    assert harness.protocol.association.outcome is Outcome.RELEASED

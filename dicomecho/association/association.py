@@ -95,6 +95,7 @@ class Association:
     One association's state; see the module docstring.
 
     @ivar outcome: how the connection ended, so far, and C{reason} why.
+    @ivar answer: the acceptance or rejection sent, once sent.
     @ivar messages: DIMSE requests answered.
     @ivar framer: its L{PDUFramer}; C{framer.bufferedLength} is what waits
         to be handled.
@@ -105,7 +106,7 @@ class Association:
 
     __slots__ = (
         "_host", "_peer", "_machine", "framer", "transfer", "_releasing", "timers",
-        "outcome", "reason", "messages", "titles", "acceptedAt",
+        "outcome", "reason", "messages", "titles", "acceptedAt", "answer",
     )
 
     def __init__(self, host: AssociationHost, peer: PeerAddress) -> None:
@@ -126,6 +127,7 @@ class Association:
         self.messages = 0
         self.titles: tuple[str, str] | None = None
         self.acceptedAt: float | None = None
+        self.answer: Acceptance | Rejection | None = None
 
     @property
     def state(self) -> State:
@@ -426,6 +428,7 @@ class Association:
         C{replayer} come with a cached acceptance, C{body} is the request's,
         to remember a new acceptance by.
         """
+        self.answer = outcome
         if isinstance(outcome, Rejection):
             out.append(AssociationRejected(outcome))
             self.noteOutcome(Outcome.REJECTED, outcome.reason)

@@ -95,6 +95,10 @@ def _peerAddress(transport: Any) -> tuple[str, int | None]:
     """
     The peer's host and port, for the log; UNIX sockets have no port.
     """
+    if type(transport) is Server and len(transport.client) == 2:
+        # A TCP connection over IPv4, as accepted (no PROXY layer): its
+        # (host, port), without the address object getPeer() builds.
+        return transport.client  # type: ignore[no-any-return]
     address = transport.getPeer()
     host = getattr(address, "host", None) or getattr(address, "name", None)
     # Only an IPv6 address has other spellings: an IPv4 one is not parsed.
@@ -139,9 +143,7 @@ class DICOMAssociationProtocol(Protocol):
     #: The peer's address for the log, read from the transport when first
     #: needed (most associations log nothing at the default level).
     _peerAddress: tuple[str, int | None] | None = None
-    #: What the summary and the history tell (ConnectionFacts); the answer
-    #: is kept only for the history.
-    answer: Acceptance | Rejection | None = None
+    #: What the summary and the history tell (ConnectionFacts).
     abortIndication: AbortIndication | None = None
     expiredTimer: str | None = None
     invalidPDU: RemoteProtocolError | None = None
@@ -455,17 +457,12 @@ class DICOMAssociationProtocol(Protocol):
             self._sourceCount = SourceLimit.ASSOCIATIONS
         server.stats.associationAccepted()
         if server.reportsProgress():
-            # For the summary's hint, and the history (not kept otherwise).
-            self.answer = effect.acceptance
             admission = self._admission
             user = admission.user if admission is not None else None
             events.emitAccepted(self, effect.acceptance, user, self._tlsInfo())
-        elif server.history is not None:
-            self.answer = effect.acceptance
 
     def _rejected(self, effect: AssociationRejected) -> None:
         rj = effect.rejection.rj
-        self.answer = effect.rejection
         events.emitRejected(self, effect.rejection, self._tlsInfo())
         self._server.stats.associationRejected(rj.result, rj.source, rj.reason)
 

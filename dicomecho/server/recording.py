@@ -29,7 +29,9 @@ from dicomecho.observability.history import (
 )
 from dicomecho.observability.levels import enabledCheck
 from dicomecho.observability.logblocks import associateRQLines
+from dicomecho.observability.logs import listeningAddress
 from dicomecho.server.admission import Admission
+from dicomecho.wire.pdu import AssociateRQ
 from dicomecho.wire.errors import RemoteProtocolError, UnrecognizedPDUError
 
 __all__ = ["ConnectionFacts", "reportConnection"]
@@ -47,12 +49,9 @@ class ConnectionFacts(Protocol):
     """What a closed connection tells about itself (the protocol)."""
 
     startedAt: float
-    answer: Acceptance | Rejection | None
     abortIndication: AbortIndication | None
     expiredTimer: str | None
     invalidPDU: RemoteProtocolError | None
-
-    def peerText(self) -> str: ...
 
     def peerHostPort(self) -> tuple[str, int | None]: ...
 
@@ -82,9 +81,15 @@ def reportConnection(
         # Not a port scan or a TCP health check (closed without a byte).
         # The hint is made when the record is read (history.hinter).
         request = record.request
-        if request is not None and not fitsAsObjects(request):
+        if request is not None and not _fitsAtAGlance(request) and not fitsAsObjects(request):
             keepAsText(record, associateRQLines(request))
         history.add(record)  # type: ignore[union-attr]
+
+
+def _fitsAtAGlance(rq: AssociateRQ) -> bool:
+    """The usual request, one context with few transfer syntaxes: it fits."""
+    contexts = rq.presentationContexts
+    return len(contexts) == 1 and len(contexts[0].transferSyntaxes) <= 8
 
 
 def _record(
@@ -92,11 +97,14 @@ def _record(
 ) -> AssociationRecord:
     started = connection.startedAt
     titles = association.titles or _NO_TITLES
+    host, port = connection.peerHostPort()
+    # host:port as listeningAddress writes it, without the call for IPv4.
+    peer = f"{host}:{port}" if port is not None and ":" not in host else listeningAddress(host, port)
     record = AssociationRecord(
-        started, connection.peerText(), association.outcome, association.reason,
+        started, peer, association.outcome, association.reason,
         titles[0], titles[1], now - started, association.messages,
     )
-    answer = connection.answer
+    answer = association.answer
     if answer is not None:
         record.answer, record.request = answer, answer.rq
     if admission is not None:
