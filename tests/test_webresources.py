@@ -223,3 +223,20 @@ def test_credentials() -> None:
     clock.advance(301)
     assert request(site, "/", headers=good)[0].status == 200
     assert store.calls == 3
+
+
+def test_aPageThatStopsReadingIsCutOff() -> None:
+    """
+    A live stream is its transport's producer: when the page stops reading
+    (Twisted pauses the producer), the stream is cut, and forgotten.
+    """
+    factory, clock, site = served()
+    _, transport = request(site, "/events")
+    producer = transport.producer
+    assert producer is not None and transport.streaming
+    producer.pauseProducing()
+    assert transport.disconnecting
+    transport.protocol.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
+    associate(factory, clock, rq())  # nothing is written to it any more
+    # Its slot is free again: a full set of streams can open.
+    assert all(request(site, "/events")[0].status == 200 for _ in range(MAX_EVENT_STREAMS))

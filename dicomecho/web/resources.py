@@ -21,10 +21,11 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
 from dicomecho.observability.history import AssociationHistory, AssociationRecord
 from dicomecho.web.chart import chartSVG
@@ -174,46 +175,64 @@ class _Asset(Resource):
         return self.data
 
 
-class _Events(_Leaf):
+@implementer(IPushProducer)
+class _Stream:
     """
-    Server-sent events: one C{association} event per new record the filter
-    admits (its row, and the counters), a comment every
-    L{KEEPALIVE_INTERVAL} seconds so a dead client is noticed.
+    One page's server-sent events: one C{association} event per new record
+    the filter admits (its row), one C{counters} event per record, and a
+    comment every L{KEEPALIVE_INTERVAL} seconds so a dead client is noticed.
+    A page that stops reading (its send buffer fills: Twisted pauses this
+    producer) is cut off, so it costs no memory; its EventSource reconnects
+    and the script reloads the page.
     """
 
+    def __init__(self, server: _Server, request: Request, selected: RecordFilter) -> None:
+        self.live, self.request, self.selected = server, request, selected
+        server.streams += 1
+        request.registerProducer(self, True)
+        request.write(b"retry: 2000\n\n")
+        self.stopListening = server.history.listen(self.heard)
+        self.keepalive = server.clock.callLater(KEEPALIVE_INTERVAL, self.tick)
+        request.notifyFinish().addBoth(self.finished)
+
+    def send(self, event: bytes, data: dict[str, Any]) -> None:
+        self.request.write(b"event: " + event + b"\ndata: " + json.dumps(data).encode() + b"\n\n")
+
+    def heard(self, record: AssociationRecord) -> None:
+        if self.selected.admits(record):
+            self.send(b"association", {"number": record.number, "row": rowHTML(record)})
+        self.send(b"counters", {"counters": self.live.counters()})
+
+    def tick(self) -> None:
+        self.request.write(b": keepalive\n\n")
+        self.keepalive = self.live.clock.callLater(KEEPALIVE_INTERVAL, self.tick)
+
+    def pauseProducing(self) -> None:
+        self.request.channel.transport.abortConnection()
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+    def finished(self, _: object) -> None:
+        self.live.streams -= 1
+        self.stopListening()
+        if self.keepalive.active():
+            self.keepalive.cancel()
+
+
+class _Events(_Leaf):
+    """The server-sent events of the page (L{_Stream}), at most L{MAX_EVENT_STREAMS}."""
+
     def render_GET(self, request: Request) -> bytes | int:
-        server = self.live
-        if server.streams >= MAX_EVENT_STREAMS:
+        if self.live.streams >= MAX_EVENT_STREAMS:
             request.setResponseCode(503)
             _headers(request, b"text/plain; charset=utf-8")
             return b"Too many live pages open; reload later.\n"
-        selected = RecordFilter.fromQuery(request.args)
         _headers(request, b"text/event-stream")
-        request.write(b"retry: 2000\n\n")
-        server.streams += 1
-        keepalive: list[IDelayedCall] = []
-
-        def tick() -> None:
-            request.write(b": keepalive\n\n")
-            keepalive[0] = server.clock.callLater(KEEPALIVE_INTERVAL, tick)
-
-        def heard(record: AssociationRecord) -> None:
-            if selected.admits(record):
-                data = {"number": record.number, "row": rowHTML(record)}
-                request.write(b"event: association\ndata: " + json.dumps(data).encode() + b"\n\n")
-            data = {"counters": server.counters()}
-            request.write(b"event: counters\ndata: " + json.dumps(data).encode() + b"\n\n")
-
-        stop = server.history.listen(heard)
-        keepalive.append(server.clock.callLater(KEEPALIVE_INTERVAL, tick))
-
-        def finished(_: Any) -> None:
-            server.streams -= 1
-            stop()
-            if keepalive[0].active():
-                keepalive[0].cancel()
-
-        request.notifyFinish().addBoth(finished)
+        _Stream(self.live, request, RecordFilter.fromQuery(request.args))
         return NOT_DONE_YET
 
 

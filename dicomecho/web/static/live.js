@@ -20,10 +20,17 @@
   }
 
   const source = new EventSource(table.dataset.events);
+  let interrupted = false;
   source.addEventListener("open", function () {
+    if (interrupted) {
+      // Rows may have come while the stream was down: the server has them.
+      window.location.reload();
+      return;
+    }
     setStatus("Live: new connections appear as they end.", "live");
   });
   source.addEventListener("error", function () {
+    interrupted = true;
     setStatus("Live updates interrupted; reconnecting\u2026", "retrying");
   });
   source.addEventListener("association", function (event) {
