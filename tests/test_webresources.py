@@ -44,13 +44,19 @@ class Response:
         return self.body.decode()
 
 
-def request(site: Site, path: str, method: str = "GET", headers: str = "") -> tuple[Response, StringTransport]:
-    """One HTTP/1.0 request, answered (or still streaming) on a memory transport."""
+def send(site: Site, path: str, method: str = "GET", headers: str = "") -> StringTransport:
+    """One HTTP/1.0 request, on a memory transport."""
     protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
     transport = StringTransport()
     protocol.makeConnection(transport)
     protocol.dataReceived(f"{method} {path} HTTP/1.0\r\nHost: x\r\n{headers}\r\n".encode())
     transport.protocol = protocol  # type: ignore[attr-defined]
+    return transport
+
+
+def request(site: Site, path: str, method: str = "GET", headers: str = "") -> tuple[Response, StringTransport]:
+    """One HTTP/1.0 request, answered (or still streaming)."""
+    transport = send(site, path, method, headers)
     return Response(transport.value()), transport
 
 
@@ -240,3 +246,43 @@ def test_aPageThatStopsReadingIsCutOff() -> None:
     associate(factory, clock, rq())  # nothing is written to it any more
     # Its slot is free again: a full set of streams can open.
     assert all(request(site, "/events")[0].status == 200 for _ in range(MAX_EVENT_STREAMS))
+
+
+def test_checksInFlightAreBounded() -> None:
+    """
+    Guesses beyond the passcode checks already running are refused at once:
+    a flood queues no scrypt work.
+    """
+    from twisted.internet.defer import Deferred
+
+    from dicomecho.web.site import MAX_CHECKS_IN_FLIGHT
+
+    factory, clock, _ = served()
+    pending: list[Deferred[bool]] = []
+
+    def later(f: Any, *a: Any) -> Deferred[bool]:
+        pending.append(Deferred())
+        return pending[-1]
+
+    site = liveSite(factory, Store(), clock, runInThread=later)
+    good = "Authorization: Basic YWRtaW46czNjcmV0\r\n"
+    waiting = [send(site, "/", headers=good) for _ in range(MAX_CHECKS_IN_FLIGHT)]
+    assert len(pending) == MAX_CHECKS_IN_FLIGHT and not any(t.value() for t in waiting)
+    assert request(site, "/", headers=good)[0].status == 401  # refused at once
+    assert len(pending) == MAX_CHECKS_IN_FLIGHT
+    pending[0].callback(True)
+    assert Response(waiting[0].value()).status == 200
+    assert request(site, "/", headers=good)[0].status == 200  # remembered now
+
+
+def test_directoryWithoutItsSlash() -> None:
+    """A tree mounted at /live answers /live with a redirect to /live/."""
+    from twisted.web.resource import Resource
+
+    _, clock, site = served()
+    root = Resource()
+    root.putChild(b"live", site.resource)
+    mounted = Site(root)
+    response, _ = request(mounted, "/live?ae=CT")
+    assert response.status == 302 and response.headers["location"] == "/live/?ae=CT"
+    assert request(mounted, "/live/")[0].status == 200

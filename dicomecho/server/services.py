@@ -215,18 +215,10 @@ class WebListeningService(MetricsListeningService):
     warns when it is reachable beyond this host without TLS or credentials.
     """
 
-    def __init__(
-        self,
-        endpoint: IStreamServerEndpoint,
-        factory: IProtocolFactory,
-        description: str,
-        reactor: IReactorCore,
-        authenticated: bool,
-    ) -> None:
-        super().__init__(endpoint, factory, description, reactor)
-        self.authenticated = authenticated
-
     serving = "the live page"
+    #: Whether visitors must give credentials (--web-credentials).
+    authenticated = False
+
     event = EventName.WEB_LISTENING
 
     def announce(self, address: IAddress, host: str, portNumber: int | None, where: str) -> None:

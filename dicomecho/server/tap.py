@@ -474,6 +474,6 @@ def _addPages(options: Options, factory: Any, reactor: IReactorCore, top: IServi
 
         site = liveSite(factory, options["webCredentialsStore"], reactor)
         endpoint = serverFromString(reactor, options["web"])
-        WebListeningService(
-            endpoint, site, options["web"], reactor, options["webCredentialsStore"] is not None
-        ).setServiceParent(top)  # type: ignore[arg-type]
+        web = WebListeningService(endpoint, site, options["web"], reactor)
+        web.authenticated = options["webCredentialsStore"] is not None
+        web.setServiceParent(top)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.util import redirectTo
 from zope.interface import implementer
 
 from dicomecho.observability.history import AssociationHistory, AssociationRecord
@@ -92,10 +93,18 @@ class _Server:
 
 
 class _Directory(Resource):
-    """A resource of named children; any other name is not found."""
+    """
+    A resource of named children; any other name is not found. Asked for
+    without its trailing slash (C{/live}), it redirects to it, as relative
+    links need.
+    """
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         return notFound()
+
+    def render_GET(self, request: Request) -> bytes:
+        query = request.uri.partition(b"?")[2]
+        return redirectTo(request.path + b"/" + (b"?" + query if query else b""), request)
 
 
 class _Live(Resource):

@@ -15,7 +15,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
 from twisted.web.resource import IResource, Resource
@@ -25,12 +25,15 @@ from zope.interface import implementer
 from dicomecho.observability.history import AssociationHistory
 from dicomecho.web.resources import liveResource
 
-__all__ = ["PasscodeChecker", "liveSite", "REMEMBERED_SECONDS"]
+__all__ = ["MAX_CHECKS_IN_FLIGHT", "PasscodeChecker", "liveSite", "REMEMBERED_SECONDS"]
 
 #: How long a username and passcode that passed stay accepted without
 #: another scrypt (HTTP Basic sends them with every request).
 REMEMBERED_SECONDS = 300.0
 _REMEMBERED_MAX = 64
+#: Passcode checks (scrypt, in threads) at once; more are refused at once,
+#: so a flood of guesses queues no work.
+MAX_CHECKS_IN_FLIGHT = 4
 
 
 @implementer(ICredentialsChecker)
@@ -48,6 +51,7 @@ class PasscodeChecker:
         self._runInThread = runInThread
         self._clock = clock
         self._passed: dict[bytes, float] = {}
+        self._inFlight = 0
 
     def requestAvatarId(self, credentials: Any) -> Deferred[bytes]:
         username, passcode = credentials.username, credentials.password
@@ -55,9 +59,13 @@ class PasscodeChecker:
         now = self._clock.seconds()
         if self._passed.get(key, -1.0) > now:
             return succeed(username)
+        if self._inFlight >= MAX_CHECKS_IN_FLIGHT:
+            return fail(UnauthorizedLogin("too many passcode checks at once"))
+        self._inFlight += 1
         checked = self._runInThread(self.store.verify, username, passcode)
 
         def verified(accepted: bool) -> bytes:
+            self._inFlight -= 1
             if not accepted:
                 raise UnauthorizedLogin("unknown user or wrong passcode")
             if len(self._passed) >= _REMEMBERED_MAX:
@@ -65,7 +73,11 @@ class PasscodeChecker:
             self._passed[key] = now + REMEMBERED_SECONDS
             return username
 
-        return checked.addCallback(verified)
+        def failed(failure: Any) -> Any:
+            self._inFlight -= 1
+            return failure
+
+        return checked.addCallbacks(verified, failed)
 
 
 @implementer(IRealm)
