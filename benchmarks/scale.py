@@ -26,7 +26,14 @@ import sys
 import time
 from typing import Any, Sequence
 
-from benchmarks._common import ROOT, childEnvironment, freePort, isListening, machineDescription
+from benchmarks._common import (
+    ROOT,
+    UNLIMITED_SOURCES,
+    childEnvironment,
+    freePort,
+    isListening,
+    machineDescription,
+)
 
 START_TIMEOUT = 20.0
 MODES = ("associations", "echoes")
@@ -49,7 +56,8 @@ class Servers:
                     "-ta", long, "-td", long, "-tn", long, str(self.port)]
         return [sys.executable, "-m", "dicomecho", "-q", "--max-associations", "10100",
                 "--listen", f"reuseport:{self.port}:interface=127.0.0.1:backlog=1024",
-                "--network-timeout", long, "--acse-timeout", long, "--shutdown-grace", "1"]
+                "--network-timeout", long, "--acse-timeout", long, "--shutdown-grace", "1",
+                *UNLIMITED_SOURCES]
 
     def __enter__(self) -> Servers:
         for _ in range(self.count):
