@@ -30,7 +30,7 @@ from dicomecho.association.timers import Timer
 from dicomecho.observability.history import AssociationRecord as _Record, Refusal
 from dicomecho.observability.logblocks import escape
 from dicomecho.security.identity import IDENTITY_TYPE_NAMES, usernameText
-from dicomecho.security.sourcelimits import SourceLimit
+from dicomecho.security.sourcelimits import LIMIT_OPTIONS, SourceLimit
 from dicomecho.security.tlsfailures import TLSFailureKind
 from dicomecho.wire import vocabulary
 from dicomecho.wire.errors import AbortSource
@@ -41,7 +41,7 @@ from dicomecho.wire.recognition import FirstBytes
 __all__ = [
     "REJECTION_HINTS", "CALLING_HINTS", "IDENTITY_HINTS", "LOCAL_LIMIT_HINTS",
     "OUR_ABORT_HINTS", "PEER_ABORT_HINTS", "CLOSED_HINTS", "CONTEXT_HINTS",
-    "TRANSFER_SYNTAX_HINTS", "TIMER_HINTS", "REFUSAL_HINTS", "SOURCE_LIMIT_OPTIONS",
+    "TRANSFER_SYNTAX_HINTS", "TIMER_HINTS", "REFUSAL_HINTS",
     "SOURCE_LIMIT_HINTS", "TLS_FAILURE_HINTS", "FOREIGN_HINTS", "abortKey", "hintFor",
 ]
 
@@ -105,14 +105,6 @@ LOCAL_LIMIT_HINTS: dict[str, str] = {
     "SCU may retry in a moment; a slow --credentials check or a burst of SCUs cause this.",
 }
 
-#: The option that sets each per-source limit.
-SOURCE_LIMIT_OPTIONS: dict[SourceLimit, str] = {
-    SourceLimit.PENDING: "--max-pending-per-source",
-    SourceLimit.ASSOCIATIONS: "--max-associations-per-source",
-    SourceLimit.RATE: "--connection-rate-per-source",
-    SourceLimit.REQUEST_BYTES: "--request-bytes-per-source",
-    SourceLimit.HANDSHAKES: "--tls-handshakes-per-source",
-}
 
 _RAISE = "raise {option} on dicomecho if that traffic is legitimate."
 #: Per-source limits: connections closed, or rejections (2, 3, 2).
@@ -424,9 +416,9 @@ def _localLimitCause(rejection: Rejection, record: _Record, policy: _Policy) -> 
     """(2, 3, 2): a per-source limit (its option in our sentence), capacity, identity checks."""
     limit = record.sourceLimit
     if limit is None:
-        limit = next((k for k, o in SOURCE_LIMIT_OPTIONS.items() if o in rejection.reason), None)
+        limit = next((k for k, o in LIMIT_OPTIONS.items() if o in rejection.reason), None)
     if limit in SOURCE_LIMIT_HINTS:
-        return SOURCE_LIMIT_HINTS[limit], {"option": SOURCE_LIMIT_OPTIONS[limit]}
+        return SOURCE_LIMIT_HINTS[limit], {"option": LIMIT_OPTIONS[limit]}
     if rejection.reason == CAPACITY_REACHED:
         return LOCAL_LIMIT_HINTS["capacity"], {}
     if "identity checks" in rejection.reason:
@@ -479,7 +471,7 @@ def _contextFields(pc: PresentationContextRQ | None, policy: _Policy, flag: str)
 def _refusalHint(record: _Record, policy: _Policy) -> str | None:
     refusal, limit = record.refusal, record.sourceLimit
     if refusal is Refusal.SOURCE_LIMIT and limit in SOURCE_LIMIT_HINTS:
-        option = SOURCE_LIMIT_OPTIONS[limit]
+        option = LIMIT_OPTIONS[limit]
         return _render(SOURCE_LIMIT_HINTS[limit], record, policy, option=option)
     if refusal is Refusal.TLS_HANDSHAKE and record.tlsFailure in TLS_FAILURE_HINTS:
         return _render(TLS_FAILURE_HINTS[record.tlsFailure], record, policy)

@@ -17,6 +17,7 @@ from enum import Enum
 from ipaddress import IPv6Network, ip_address
 
 __all__ = [
+    "LIMIT_OPTIONS",
     "SourceLimit",
     "SourceLimitsPolicy",
     "SourceTable",
@@ -35,6 +36,17 @@ class SourceLimit(Enum):
     RATE = "rate"
     REQUEST_BYTES = "request-bytes"
     HANDSHAKES = "handshakes"
+
+
+#: The option that sets each limit: for the log, the rejection reason and
+#: the hints (one table).
+LIMIT_OPTIONS: dict[SourceLimit, str] = {
+    SourceLimit.PENDING: "--max-pending-per-source",
+    SourceLimit.ASSOCIATIONS: "--max-associations-per-source",
+    SourceLimit.RATE: "--connection-rate-per-source",
+    SourceLimit.REQUEST_BYTES: "--request-bytes-per-source",
+    SourceLimit.HANDSHAKES: "--tls-handshakes-per-source",
+}
 
 
 def sourceKey(host: str, ipv6PrefixLength: int = 64) -> str:

@@ -19,22 +19,14 @@ from dicomecho.observability.events import emitSourceLimited
 from dicomecho.observability.history import AssociationRecord, Refusal
 from dicomecho.observability.stats import ServerStats
 from dicomecho.security.sourcelimits import (
+    LIMIT_OPTIONS,
     SourceLimit,
     SourceLimitsPolicy,
     SourceTable,
     sourceKey,
 )
 
-__all__ = ["SourceGate", "LIMIT_OPTIONS"]
-
-#: The option that sets each limit, for the log and the rejection reason.
-LIMIT_OPTIONS = {
-    SourceLimit.PENDING: "--max-pending-per-source",
-    SourceLimit.ASSOCIATIONS: "--max-associations-per-source",
-    SourceLimit.RATE: "--connection-rate-per-source",
-    SourceLimit.REQUEST_BYTES: "--request-bytes-per-source",
-    SourceLimit.HANDSHAKES: "--tls-handshakes-per-source",
-}
+__all__ = ["SourceGate"]
 
 #: Prune the table of idle sources every this many connections.
 _PRUNE_EVERY = 4096
