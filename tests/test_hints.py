@@ -211,7 +211,7 @@ def test_everySourceLimit(limit: SourceLimit) -> None:
     Each per-source limit names its option and the source.
     """
     rec = AssociationRecord(0.0, "192.0.2.7", Outcome.REFUSED, "3 refused, at its limit",
-                            refusal=Refusal.SOURCE_LIMIT, sourceLimit=limit, refusals=3)
+                            refusal=Refusal.SOURCE_LIMIT, sourceLimit=limit, connections=3)
     hint = assertGoodHint(hintFor(rec, DEFAULT))
     assert LIMIT_OPTIONS[limit] in hint and "192.0.2.7" in hint
 

@@ -14,6 +14,7 @@ from dicomecho.association.negotiation import AssociationPolicy, negotiate
 from dicomecho.association.outcome import Outcome
 from dicomecho.observability.history import (
     CHART_MINUTES,
+    COALESCE_SECONDS,
     MAX_DETAIL_LINES,
     MAX_KEPT_CONTEXTS,
     MAX_KEPT_SYNTAXES,
@@ -30,7 +31,8 @@ from tests.support.harness import rq
 
 
 def record(outcome: Outcome = Outcome.RELEASED, at: float = 0.0, **fields: object) -> AssociationRecord:
-    return AssociationRecord(startedAt=at, peer="192.0.2.1:4000", outcome=outcome, reason="r", **fields)  # type: ignore[arg-type]
+    fields.setdefault("peer", "192.0.2.1:4000")
+    return AssociationRecord(startedAt=at, outcome=outcome, reason="r", **fields)  # type: ignore[arg-type]
 
 
 def test_boundedNewestFirst() -> None:
@@ -55,7 +57,7 @@ def test_countersByCategory() -> None:
         Outcome.REFUSED, Outcome.NO_ASSOCIATION,
     ):
         history.add(record(outcome))
-    history.add(record(Outcome.REFUSED, refusals=10))
+    history.add(record(Outcome.REFUSED, connections=10))
     # Counters count since start, not only what is kept.
     assert history.counts == {
         Category.ACCEPTED: 1, Category.REJECTED: 1, Category.ABORTED: 2, Category.REFUSED: 11,
@@ -147,10 +149,42 @@ def test_hintsAreMadeWhenRead() -> None:
 def test_historyBounds(entries: list[tuple[Outcome, float]], limit: int) -> None:
     """Whatever is added, at most C{limit} are kept, newest first, and findable."""
     history = AssociationHistory(limit)
-    for outcome, at in entries:
-        history.add(record(outcome, at))
+    for n, (outcome, at) in enumerate(entries):
+        # One source each: connections without a request are not coalesced.
+        history.add(record(outcome, at, peer=f"10.0.0.{n}:4000"))
     kept = list(history.newestFirst())
     assert len(kept) == min(limit, len(entries))
     assert [r.number for r in kept] == list(range(len(entries), len(entries) - len(kept), -1))
     assert all(history.find(r.number) is r for r in kept)
     assert sum(history.counts.values()) == len(entries)
+
+
+def test_connectionsWithoutRequestAreCoalesced() -> None:
+    """
+    Connections from one source that end alike without a request within
+    COALESCE_SECONDS share one row (its count grows); listeners hear of it
+    at 2, 4, 8 ... Another source, another reason, a later time, or a row
+    gone from the history start a new one. Associations are never merged.
+    """
+    history = AssociationHistory(3)
+    heard: list[tuple[int, int]] = []
+    history.listen(lambda r: heard.append((r.number, r.connections)))
+
+    def silent(peer: str, at: float, reason: str = "ARTIM") -> None:
+        history.add(AssociationRecord(at, peer, Outcome.NO_ASSOCIATION, reason))
+
+    for n in range(9):
+        silent(f"192.0.2.1:{1000 + n}", n * 0.5)
+    assert [(r.number, r.connections) for r in history.newestFirst()] == [(1, 9)]
+    assert heard == [(1, 1), (1, 2), (1, 4), (1, 8)]
+    assert history.counts[Category.NO_ASSOCIATION] == 9
+    silent("192.0.2.2:1", 5.0)
+    silent("192.0.2.1:2000", 5.0, reason="other")
+    silent("192.0.2.1:2001", 5.0 + COALESCE_SECONDS)
+    assert [r.connections for r in history.newestFirst()] == [1, 1, 1]
+    silent("192.0.2.1:2002", 6.0 + COALESCE_SECONDS)  # counted in #4
+    assert [(r.number, r.connections) for r in history.newestFirst()] == [(4, 2), (3, 1), (2, 1)]
+    for _ in range(3):
+        history.add(record(at=17.0))
+    silent("192.0.2.1:2003", 17.0)  # #4 is gone from the history: a new row
+    assert next(history.newestFirst()).number == 8

@@ -110,13 +110,13 @@ def test_sourceLimitRefusalsAreOneRecordPerInterval() -> None:
         connect(factory, clock, port=port).close()
     records = list(history.newestFirst())
     assert len(records) == 1
-    assert (records[0].refusal, records[0].sourceLimit, records[0].refusals) == (
+    assert (records[0].refusal, records[0].sourceLimit, records[0].connections) == (
         Refusal.SOURCE_LIMIT, SourceLimit.PENDING, 1,
     )
     assert records[0].hint and "--max-pending-per-source" in records[0].hint
     clock.advance(11)
     connect(factory, clock, port=20).close()
-    assert [r.refusals for r in history.newestFirst()][0] == 10
+    assert [r.connections for r in history.newestFirst()][0] == 10
 
 
 def test_largeRequestKeepsTextAndItsHint() -> None:
@@ -150,3 +150,20 @@ def test_nothingBuiltByDefault(monkeypatch: pytest.MonkeyPatch) -> None:
         harness.send(rq(), echo(1), ReleaseRQ())
         harness.close()
     assert harness.protocol.association.outcome is Outcome.RELEASED
+
+
+def test_aFloodOfSilentConnectionsIsOneRow() -> None:
+    """
+    Silent connections from one source that ARTIM closes are one row with
+    their number; an SCU's association from elsewhere keeps its own.
+    """
+    factory, clock, history = recorded()
+    silent = [connect(factory, clock, port=n) for n in range(20)]
+    clock.advance(factory.acseTimeout + 1)
+    for harness in silent:
+        harness.close()
+    scu = connect(factory, clock, host="192.0.2.9")
+    scu.send(rq(), ReleaseRQ())
+    scu.close()
+    rows = [(r.peer.split(":")[0], r.outcome, r.connections) for r in history.newestFirst()]
+    assert rows == [("192.0.2.9", Outcome.RELEASED, 1), ("192.0.2.5", Outcome.NO_ASSOCIATION, 20)]

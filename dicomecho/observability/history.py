@@ -27,6 +27,8 @@ from dicomecho.security.tlsfailures import TLSFailureKind
 from dicomecho.wire.pdu import AssociateRQ
 
 __all__ = [
+    "CHART_MINUTES",
+    "COALESCE_SECONDS",
     "DEFAULT_HISTORY",
     "MAX_DETAIL_LINES",
     "MAX_KEPT_CONTEXTS",
@@ -49,6 +51,11 @@ MAX_KEPT_SYNTAXES = 128
 MAX_DETAIL_LINES = 200
 #: Minutes the per-minute counts cover.
 CHART_MINUTES = 60
+#: Connections from one source that end alike without a request within
+#: this many seconds of the first share its record.
+COALESCE_SECONDS = 10.0
+#: Sources remembered for coalescing (beyond, all are forgotten at once).
+_MAX_RECENT = 4096
 
 
 class Refusal(Enum):
@@ -69,6 +76,9 @@ class Category(Enum):
     REFUSED = "refused"
     NO_ASSOCIATION = "no-association"
 
+
+#: The categories whose records are coalesced: no request came.
+_COALESCED = frozenset({Category.REFUSED, Category.NO_ASSOCIATION})
 
 _CATEGORIES = {
     Outcome.RELEASED: Category.ACCEPTED,
@@ -101,7 +111,9 @@ class AssociationRecord:
         DICOM (C{"a TLS handshake"}, ...).
     @ivar refusal: why it was turned away, for a refused connection; with
         C{sourceLimit} or C{tlsFailure} naming which.
-    @ivar refusals: how many connections a source-limit record stands for.
+    @ivar connections: how many connections it stands for: more than one for
+        refusals by a per-source limit, and for connections from one source
+        that ended alike without a request within L{COALESCE_SECONDS}.
     @ivar hint: what to change, in plain words (L{dicomecho.observability.hints}),
         once C{hinted}.
     @ivar number: its place in the history, from 1.
@@ -127,7 +139,7 @@ class AssociationRecord:
     refusal: Refusal | None = None
     sourceLimit: SourceLimit | None = None
     tlsFailure: TLSFailureKind | None = None
-    refusals: int = 1
+    connections: int = 1
     hint: str | None = None
     #: Whether C{hint} is known: the history has it made when the record
     #: is first read (L{AssociationHistory.hinter}), not as it is added.
@@ -201,17 +213,65 @@ class AssociationHistory:
         self._minute = -1
         self._thisMinute: dict[Category, int] = {}
         self._listeners: list[Callable[[AssociationRecord], None]] = []
+        #: The latest coalescable record of each (source, outcome, reason).
+        self._recent: dict[tuple[str, Outcome, str], AssociationRecord] = {}
 
     def __len__(self) -> int:
         return len(self._records)
 
     def add(self, record: AssociationRecord) -> None:
-        """Keep C{record} (the oldest goes beyond the limit); tell the listeners."""
+        """
+        Keep C{record} (the oldest goes beyond the limit) and tell the
+        listeners; or, for a connection that ended alike without a request
+        (L{_COALESCED}), count it in the record that stands for its source.
+        """
+        category = _CATEGORIES[record.outcome]
+        if category in _COALESCED:
+            recent = self._coalescedInto(record)
+            if recent is not None:
+                self._count(category, record)
+                # The listeners hear of its growing count at 2, 4, 8 ...:
+                # a flood does not become a flood of events.
+                if recent.connections & (recent.connections - 1) == 0:
+                    self._tell(recent)
+                return
         self._added += 1
         record.number = self._added
         self._records.append(record)
-        category = _CATEGORIES[record.outcome]
-        self.counts[category] += record.refusals
+        self._count(category, record)
+        self._tell(record)
+
+    def _tell(self, record: AssociationRecord) -> None:
+        if self._listeners:
+            self.hinted(record)
+            for listener in list(self._listeners):
+                listener(record)
+
+    def _coalescedInto(self, record: AssociationRecord) -> AssociationRecord | None:
+        """
+        The kept record of the same source, outcome and reason from the
+        last L{COALESCE_SECONDS} that now counts C{record} too, if any: a
+        flood of silent or refused connections is a few rows, not the
+        whole history.
+        """
+        key = (record.peer.rpartition(":")[0] or record.peer, record.outcome, record.reason)
+        recent = self._recent.get(key)
+        oldest = self._added - len(self._records) + 1
+        if (
+            recent is not None
+            and recent.number >= oldest
+            and record.startedAt - recent.startedAt < COALESCE_SECONDS
+        ):
+            recent.connections += record.connections
+            return recent
+        if len(self._recent) >= _MAX_RECENT:
+            self._recent.clear()
+        self._recent[key] = record
+        return None
+
+    def _count(self, category: Category, record: AssociationRecord) -> None:
+        """Count C{record} since start and in its minute."""
+        self.counts[category] += record.connections
         minute = int(record.startedAt // 60)
         if minute != self._minute:
             self._minute = minute
@@ -220,11 +280,7 @@ class AssociationHistory:
                 for old in [m for m in self._minutes if m <= minute - CHART_MINUTES]:
                     del self._minutes[old]
             self._thisMinute = self._minutes[minute]
-        self._thisMinute[category] += record.refusals
-        if self._listeners:
-            self.hinted(record)
-            for listener in list(self._listeners):
-                listener(record)
+        self._thisMinute[category] += record.connections
 
     def hinted(self, record: AssociationRecord) -> AssociationRecord:
         """C{record}, with its hint made if it was not yet."""

@@ -107,7 +107,7 @@ class SourceGate:
                     AssociationRecord(
                         startedAt=now, peer=key, outcome=Outcome.REFUSED,
                         reason=f"{refusals} refused, {why}", refusal=Refusal.SOURCE_LIMIT,
-                        sourceLimit=limit, refusals=refusals,
+                        sourceLimit=limit, connections=refusals,
                     )
                 )
 

@@ -64,7 +64,7 @@ def recordJSON(record: AssociationRecord) -> dict[str, Any]:
         "category": record.category.value,
         "reason": record.reason,
         "rejection": list(record.rejection) if record.rejection else None,
-        "refusals": record.refusals,
+        "connections": record.connections,
         "durationSeconds": round(record.durationSeconds, 6),
         "messages": record.messages,
         "hint": record.hint,

@@ -108,8 +108,8 @@ def rowHTML(record: AssociationRecord) -> str:
     if record.callingAETitle is not None:
         titles = f"{record.callingAETitle.strip()} \u2192 {(record.calledAETitle or '').strip()}"
     outcome = record.outcome.value
-    if record.refusals > 1:
-        outcome += f" \u00d7{record.refusals}"
+    if record.connections > 1:
+        outcome += f" \u00d7{record.connections}"
     cells = (
         f'<td class="time"><time title="{escape(full)}">{escape(short)}</time></td>',
         f'<td class="peer">{escape(record.peer)}</td>',

@@ -35,7 +35,10 @@
   });
   source.addEventListener("association", function (event) {
     const data = JSON.parse(event.data);
-    if (document.getElementById("a" + data.number)) {
+    const known = document.getElementById("a" + data.number);
+    if (known) {
+      // A row that stands for more connections now (a flood from one source).
+      known.outerHTML = data.row;
       return;
     }
     rows.insertAdjacentHTML("afterbegin", data.row);
