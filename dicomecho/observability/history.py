@@ -76,6 +76,9 @@ class Category(Enum):
     REFUSED = "refused"
     NO_ASSOCIATION = "no-association"
 
+    # Looked up per record: identity hashing, not Enum's (a Python call).
+    __hash__ = object.__hash__
+
 
 #: The categories whose records are coalesced: no request came.
 _COALESCED = frozenset({Category.REFUSED, Category.NO_ASSOCIATION})
