@@ -70,7 +70,6 @@ def record(answer: Acceptance | Rejection | None = None, **fields: Any) -> Assoc
     otherwise; AE titles and reason from the request and the answer.
     """
     if answer is not None:
-        fields.setdefault("request", answer.rq)
         fields.setdefault("callingAETitle", answer.rq.callingAETitle)
         fields.setdefault("calledAETitle", answer.rq.calledAETitle)
     if isinstance(answer, Rejection):
@@ -627,7 +626,6 @@ records = st.builds(
     reason=st.text(max_size=300),
     callingAETitle=st.none() | aeTitle,
     calledAETitle=st.none() | aeTitle,
-    request=_maybe(_REQUESTS),
     answer=_maybe(_ANSWERS),
     abort=st.none() | st.tuples(st.integers(0, 255), st.none() | st.integers(0, 255)),
     abortedByPeer=st.booleans(),

@@ -101,7 +101,7 @@ def test_keepsTextOfLargeRequests() -> None:
         for n in range(MAX_KEPT_CONTEXTS + 1)
     )
     request = rq(*contexts)
-    kept = record(request=request, answer=negotiate(request, AssociationPolicy()))
+    kept = record(answer=negotiate(request, AssociationPolicy()))
     keepAsText(kept, associateRQLines(request))
     assert kept.request is None and kept.answer is None
     assert len(kept.detailLines) == MAX_DETAIL_LINES + 1

@@ -31,7 +31,7 @@ def record(calling: str = "SCU", version: str | None = None, uid: str = "1.2.3",
     fields.setdefault("reason", "A-RELEASE completed")
     return AssociationRecord(  # type: ignore[arg-type]
         startedAt=1_800_000_000.0, peer="192.0.2.1:4000",
-        callingAETitle=calling, calledAETitle="ECHOSCP", request=request,
+        callingAETitle=calling, calledAETitle="ECHOSCP",
         answer=negotiate(request, AssociationPolicy()), number=7, **fields,
     )
 

@@ -65,7 +65,7 @@ from dicomecho.association.fsm import (
     StopARTIM,
 )
 from dicomecho.association.negotiation import Acceptance, Rejection
-from dicomecho.association.outcome import Outcome, abnormalOutcome
+from dicomecho.association.outcome import NOTHING_SENT, Outcome, abnormalOutcome
 from dicomecho.association.responses import Slot
 from dicomecho.association.timers import Timer, Timers
 from dicomecho.wire.errors import AbortSource, LocalProtocolError, RemoteProtocolError
@@ -123,7 +123,7 @@ class Association:
         self._releasing = False
         self.timers = Timers()
         self.outcome = _NO_ASSOCIATION
-        self.reason = "connection closed before an A-ASSOCIATE-RQ"
+        self.reason = NOTHING_SENT
         self.messages = 0
         self.titles: tuple[str, str] | None = None
         self.acceptedAt: float | None = None

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["Outcome", "abnormalOutcome"]
+__all__ = ["NOTHING_SENT", "Outcome", "abnormalOutcome"]
+
+#: The reason of a connection closed before any A-ASSOCIATE-RQ (a port
+#: scan, a TCP health check), until something else is known.
+NOTHING_SENT = "connection closed before an A-ASSOCIATE-RQ"
 
 
 class Outcome(Enum):

@@ -35,7 +35,7 @@ from dicomecho.security.tlsfailures import TLSFailureKind
 from dicomecho.wire import vocabulary
 from dicomecho.wire.errors import AbortSource
 from dicomecho.wire.items import PresentationContextRQ, PresentationResult
-from dicomecho.wire.pdu import AssociateRQ, RejectReason, RejectSource, validateAETitle
+from dicomecho.wire.pdu import RejectReason, RejectSource, validateAETitle
 from dicomecho.wire.recognition import FirstBytes
 
 __all__ = [
@@ -312,14 +312,10 @@ def _listed(names: Iterable[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + " and " + last if names else last
 
 
-def _request(record: _Record) -> AssociateRQ | None:
-    return record.answer.rq if record.answer is not None else record.request
-
-
 def _title(record: _Record, calling: bool) -> str:
     title = record.callingAETitle if calling else record.calledAETitle
     name = "callingAETitle" if calling else "calledAETitle"
-    return title if title is not None else getattr(_request(record), name, None) or ""
+    return title if title is not None else getattr(record.request, name, None) or ""
 
 
 def _asOption(title: str) -> str | None:
@@ -340,7 +336,7 @@ def _host(record: _Record, policy: _Policy) -> str:
 
 def _identity(record: _Record) -> object:
     """The request's User Identity sub-item (PS3.7 D.3.3.7), if any."""
-    return getattr(getattr(_request(record), "userInformation", None), "userIdentity", None)
+    return getattr(getattr(record.request, "userInformation", None), "userIdentity", None)
 
 
 #: How each template field is made from a record and the policy.
@@ -361,8 +357,8 @@ _FIELD_MAKERS: dict[str, Callable[[_Record, _Policy], str]] = {
     "result": lambda r, p: vocabulary.rejectResultText((r.rejection or (0, 0, 0))[0]),
     "source": lambda r, p: vocabulary.rejectSourceText((r.rejection or (0, 0, 0))[1]),
     "code": lambda r, p: str((r.rejection or (0, 0, 0))[2]),
-    "appContext": lambda r, p: _uidName(getattr(_request(r), "applicationContextName", None)),
-    "version": lambda r, p: f"0x{getattr(_request(r), 'protocolVersion', 0):04X}",
+    "appContext": lambda r, p: _uidName(getattr(r.request, "applicationContextName", None)),
+    "version": lambda r, p: f"0x{getattr(r.request, 'protocolVersion', 0):04X}",
     "user": lambda r, p: (
         _peerText(usernameText(i), _NAME_LENGTH) if (i := _identity(r)) is not None else ""  # type: ignore
     ),
@@ -531,7 +527,7 @@ def _timerHint(record: _Record, policy: _Policy) -> str | None:
     timer = _TIMERS.get(record.timer)  # type: ignore[arg-type]
     if timer is None:
         return None
-    if timer is Timer.ARTIM and _request(record) is not None:
+    if timer is Timer.ARTIM and record.request is not None:
         return _render(_ARTIM_AFTER_END, record, policy)
     return _render(TIMER_HINTS[timer], record, policy)
 

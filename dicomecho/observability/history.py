@@ -102,8 +102,8 @@ class AssociationRecord:
 
     @ivar startedAt: when it connected (seconds since the epoch).
     @ivar peer: C{host:port} (the PROXY header's client where there is one).
-    @ivar request: the A-ASSOCIATE-RQ, if one was read and is kept.
-    @ivar answer: the acceptance or rejection sent, if any.
+    @ivar answer: the acceptance or rejection sent, if any and kept; its
+        C{rq} is the record's L{request}.
     @ivar detailLines: for a request too large to keep: its C{-d} text.
     @ivar abort: the A-ABORT (source, reason) that ended it, ours or the
         peer's (reason C{None}: the transport closed).
@@ -130,7 +130,6 @@ class AssociationRecord:
     calledAETitle: str | None = None
     durationSeconds: float = 0.0
     messages: int = 0
-    request: AssociateRQ | None = None
     answer: Acceptance | Rejection | None = None
     detailLines: tuple[str, ...] = ()
     user: str | None = None
@@ -152,6 +151,12 @@ class AssociationRecord:
     @property
     def category(self) -> Category:
         return _CATEGORIES[self.outcome]
+
+    @property
+    def request(self) -> AssociateRQ | None:
+        """The A-ASSOCIATE-RQ answered, if the record keeps it."""
+        answer = self.answer
+        return answer.rq if answer is not None else None
 
     @property
     def rejection(self) -> tuple[int, int, int] | None:
@@ -193,7 +198,7 @@ def keepAsText(record: AssociationRecord, lines: list[str]) -> None:
         cut = len(lines) - MAX_DETAIL_LINES
         lines = lines[:MAX_DETAIL_LINES] + [f"... {cut} more lines not kept"]
     record.detailLines = tuple(lines)
-    record.request = record.answer = None
+    record.answer = None
 
 
 class AssociationHistory:

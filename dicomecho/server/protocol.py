@@ -328,8 +328,11 @@ class DICOMAssociationProtocol(Protocol):
             None if acceptedAt is None else now - acceptedAt,
         )
         server = self._server
-        if server.history is not None or server.reportsProgress():
-            reportConnection(self, association, admission, server.policy, server.history, now)
+        summaries = server.reportsProgress()
+        if summaries or server.history is not None:
+            reportConnection(
+                self, association, admission, server.policy, server.history, now, summaries
+            )
 
     def _tlsInfo(self) -> Mapping[str, str | None]:
         admission = self._admission

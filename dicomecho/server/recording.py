@@ -5,19 +5,18 @@ What a closed connection leaves behind: its C{association-summary} event
 server's L{AssociationHistory}. Both carry the same hint
 (L{dicomecho.observability.hints}), so the log and the page agree.
 
-Nothing is built at the default level without C{--web}.
+Nothing is built at the default level without C{--web}: the protocol
+does not call it.
 """
 
 from __future__ import annotations
 
 from typing import Mapping, Protocol
 
-from twisted.logger import LogLevel
-
 from dicomecho.association.association import Association
 from dicomecho.association.fsm import AbortIndication
-from dicomecho.association.negotiation import Acceptance, AssociationPolicy, Rejection
-from dicomecho.association.outcome import Outcome
+from dicomecho.association.negotiation import AssociationPolicy
+from dicomecho.association.outcome import NOTHING_SENT, Outcome
 from dicomecho.observability import events
 from dicomecho.observability.hints import hintFor
 from dicomecho.observability.history import (
@@ -27,22 +26,15 @@ from dicomecho.observability.history import (
     fitsAsObjects,
     keepAsText,
 )
-from dicomecho.observability.levels import enabledCheck
 from dicomecho.observability.logblocks import associateRQLines
 from dicomecho.observability.logs import listeningAddress
 from dicomecho.server.admission import Admission
-from dicomecho.wire.pdu import AssociateRQ
 from dicomecho.wire.errors import RemoteProtocolError, UnrecognizedPDUError
 
 __all__ = ["ConnectionFacts", "reportConnection"]
 
-#: The reason of a connection closed before any request: a port scan or a
-#: TCP health check, which the history does not keep.
-_NOTHING_SENT = "connection closed before an A-ASSOCIATE-RQ"
 _NO_ASSOCIATION = Outcome.NO_ASSOCIATION
 _NO_TITLES = (None, None)
-#: Whether the summary event is emitted (info): one C call.
-_reportsSummaries = enabledCheck(LogLevel.info)
 
 
 class ConnectionFacts(Protocol):
@@ -63,13 +55,15 @@ def reportConnection(
     policy: AssociationPolicy,
     history: AssociationHistory | None,
     now: float,
+    summaries: bool,
 ) -> None:
     """
-    The summary event (when info is enabled and the connection was not
-    refused: a refusal has its own line) and the history's record.
+    The summary event (when C{summaries} are emitted, info, and the
+    connection was not refused: a refusal has its own line) and the
+    history's record.
     """
     refusal = admission.refusal if admission is not None else None
-    summarize = refusal is None and _reportsSummaries()
+    summarize = summaries and refusal is None
     keep = history is not None and refusal is not Refusal.SOURCE_LIMIT
     if not (summarize or keep):
         return
@@ -77,19 +71,13 @@ def reportConnection(
     if summarize:
         record.hint, record.hinted = hintFor(record, policy), True
         _emitSummary(connection, association, record)
-    if keep and (record.outcome is not _NO_ASSOCIATION or record.reason != _NOTHING_SENT):
+    if keep and (record.outcome is not _NO_ASSOCIATION or record.reason != NOTHING_SENT):
         # Not a port scan or a TCP health check (closed without a byte).
         # The hint is made when the record is read (history.hinter).
         request = record.request
-        if request is not None and not _fitsAtAGlance(request) and not fitsAsObjects(request):
+        if request is not None and not fitsAsObjects(request):
             keepAsText(record, associateRQLines(request))
         history.add(record)  # type: ignore[union-attr]
-
-
-def _fitsAtAGlance(rq: AssociateRQ) -> bool:
-    """The usual request, one context with few transfer syntaxes: it fits."""
-    contexts = rq.presentationContexts
-    return len(contexts) == 1 and len(contexts[0].transferSyntaxes) <= 8
 
 
 def _record(
@@ -97,16 +85,14 @@ def _record(
 ) -> AssociationRecord:
     started = connection.startedAt
     titles = association.titles or _NO_TITLES
-    host, port = connection.peerHostPort()
-    # host:port as listeningAddress writes it, without the call for IPv4.
-    peer = f"{host}:{port}" if port is not None and ":" not in host else listeningAddress(host, port)
     record = AssociationRecord(
-        started, peer, association.outcome, association.reason,
+        started, listeningAddress(*connection.peerHostPort()), association.outcome,
+        association.reason,
         titles[0], titles[1], now - started, association.messages,
     )
     answer = association.answer
     if answer is not None:
-        record.answer, record.request = answer, answer.rq
+        record.answer = answer
     if admission is not None:
         record.user, record.tls = admission.user, admission.tlsInfo
         record.refusal, record.tlsFailure = admission.refusal, admission.tlsFailure

@@ -14,7 +14,7 @@ from html import escape
 from typing import Iterable, Mapping
 from urllib.parse import urlencode
 
-from dicomecho.association.negotiation import Acceptance, Rejection
+from dicomecho.association.negotiation import Acceptance
 from dicomecho.observability.history import AssociationRecord, Category
 from dicomecho.observability.logblocks import (
     abortLines,
@@ -167,9 +167,8 @@ def _detailLines(record: AssociationRecord) -> list[str]:
         lines += associateRQLines(rq)
     if isinstance(answer, Acceptance):
         lines += associateACLines(rq, answer.ac)
-    elif isinstance(answer, Rejection):
-        rj = answer.rj
-        lines += associateRJLines(rj.result, rj.source, rj.reason)
+    elif record.rejection is not None:
+        lines += associateRJLines(*record.rejection)
     if record.abort is not None:
         direction = "INCOMING" if record.abortedByPeer else "OUTGOING"
         if record.abort[1] is not None or not record.abortedByPeer:

@@ -120,7 +120,6 @@ class _Leaf(_Live):
 
 
 class _Page(_Live):
-
     def render_GET(self, request: Request) -> bytes:
         server = self.live
         selected = RecordFilter.fromQuery(request.args)
@@ -132,7 +131,6 @@ class _Page(_Live):
 
 
 class _Details(_Live):
-
     def getChild(self, path: bytes, request: Request) -> IResource:
         record = self.live.history.find(int(path)) if path.isdigit() and len(path) < 12 else None
         if record is None:
@@ -142,12 +140,10 @@ class _Details(_Live):
         return _OneRecord(self.live, record)
 
 
-class _OneRecord(Resource):
-    isLeaf = True
-
+class _OneRecord(_Leaf):
     def __init__(self, server: _Server, record: AssociationRecord) -> None:
-        super().__init__()
-        self.live, self.record = server, record
+        super().__init__(server)
+        self.record = record
 
     def render_GET(self, request: Request) -> bytes:
         _headers(request, b"text/html; charset=utf-8")
@@ -156,7 +152,6 @@ class _OneRecord(Resource):
 
 
 class _API(_Leaf):
-
     def render_GET(self, request: Request) -> bytes:
         selected = RecordFilter.fromQuery(request.args)
         records = [recordJSON(r) for r in self.live.history.newestFirst() if selected.admits(r)]
@@ -165,7 +160,6 @@ class _API(_Leaf):
 
 
 class _Chart(_Leaf):
-
     def render_GET(self, request: Request) -> bytes:
         _headers(request, b"image/svg+xml")
         return self.live.chart().encode()
